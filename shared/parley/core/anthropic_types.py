@@ -1,0 +1,319 @@
+"""The Anthropic Messages API request, as pydantic models with the spec's names.
+
+Validation is strict (no "5" for 5) and ignores fields it does not know, so that newer
+clients keep working. `parse_messages_request` and `parse_count_tokens_request` turn a raw
+body into these models or raise InvalidRequestError naming the offending field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from .errors import InvalidRequestError
+
+__all__ = [
+    "Base64ImageSource",
+    "Base64PDFSource",
+    "ContentBlock",
+    "ContentBlockSource",
+    "CountTokensRequest",
+    "CustomTool",
+    "DocumentBlock",
+    "ImageBlock",
+    "Message",
+    "MessagesRequest",
+    "PlainTextSource",
+    "RedactedThinkingBlock",
+    "TextBlock",
+    "ThinkingBlock",
+    "ToolChoice",
+    "ToolResultBlock",
+    "ToolUseBlock",
+    "URLImageSource",
+    "URLPDFSource",
+    "parse_count_tokens_request",
+    "parse_messages_request",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class TextBlock(_Model):
+    type: Literal["text"]
+    text: str
+
+
+class Base64ImageSource(_Model):
+    type: Literal["base64"]
+    media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
+    data: str
+
+
+class URLImageSource(_Model):
+    type: Literal["url"]
+    url: str
+
+
+class FileSource(_Model):
+    type: Literal["file"]
+    file_id: str
+
+
+class ImageBlock(_Model):
+    type: Literal["image"]
+    source: Annotated[Union[Base64ImageSource, URLImageSource, FileSource], Field(discriminator="type")]
+
+
+class Base64PDFSource(_Model):
+    type: Literal["base64"]
+    media_type: Literal["application/pdf"]
+    data: str
+
+
+class PlainTextSource(_Model):
+    type: Literal["text"]
+    media_type: Literal["text/plain"]
+    data: str
+
+
+class ContentBlockSource(_Model):
+    type: Literal["content"]
+    content: Annotated[list[Annotated[Union[TextBlock, ImageBlock], Field(discriminator="type")]], BeforeValidator(
+        lambda value: [{"type": "text", "text": value}] if isinstance(value, str) else value
+    )]
+
+
+class URLPDFSource(_Model):
+    type: Literal["url"]
+    url: str
+
+
+class DocumentBlock(_Model):
+    type: Literal["document"]
+    source: Annotated[
+        Union[Base64PDFSource, PlainTextSource, ContentBlockSource, URLPDFSource, FileSource],
+        Field(discriminator="type"),
+    ]
+    title: str | None = None
+    context: str | None = None
+
+
+class ToolUseBlock(_Model):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+ToolResultContent = Annotated[Union[TextBlock, ImageBlock, DocumentBlock], Field(discriminator="type")]
+
+
+class ToolResultBlock(_Model):
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[ToolResultContent] | None = None
+    is_error: bool | None = None
+
+
+class ThinkingBlock(_Model):
+    type: Literal["thinking"]
+    thinking: str
+    signature: str | None = None
+
+
+class RedactedThinkingBlock(_Model):
+    type: Literal["redacted_thinking"]
+    data: str
+
+
+ContentBlock = Annotated[
+    Union[
+        TextBlock,
+        ImageBlock,
+        DocumentBlock,
+        ToolUseBlock,
+        ToolResultBlock,
+        ThinkingBlock,
+        RedactedThinkingBlock,
+    ],
+    Field(discriminator="type"),
+]
+
+
+def _string_to_text_blocks(value: Any) -> Any:
+    return [{"type": "text", "text": value}] if isinstance(value, str) else value
+
+
+class Message(_Model):
+    role: Literal["user", "assistant", "system"]
+    content: Annotated[list[ContentBlock], BeforeValidator(_string_to_text_blocks)]
+
+
+class CustomTool(_Model):
+    type: Literal["custom"] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_-]+$")]
+    description: str | None = None
+    input_schema: dict[str, Any]
+
+
+def _only_custom_tools(value: Any) -> Any:
+    if isinstance(value, list):
+        for index, tool in enumerate(value):
+            if isinstance(tool, dict) and tool.get("type") not in (None, "custom"):
+                raise InvalidRequestError(
+                    f"tools.{index}.type: server tool {tool.get('type')!r} is not supported by this "
+                    "gateway; define it as a custom tool with an input_schema"
+                )
+    return value
+
+
+class ToolChoiceAuto(_Model):
+    type: Literal["auto"]
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolChoiceAny(_Model):
+    type: Literal["any"]
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolChoiceTool(_Model):
+    type: Literal["tool"]
+    name: str
+    disable_parallel_tool_use: bool | None = None
+
+
+class ToolChoiceNone(_Model):
+    type: Literal["none"]
+
+
+ToolChoice = Annotated[
+    Union[ToolChoiceAuto, ToolChoiceAny, ToolChoiceTool, ToolChoiceNone], Field(discriminator="type")
+]
+
+
+class ThinkingEnabled(_Model):
+    type: Literal["enabled"]
+    budget_tokens: Annotated[int, Field(ge=1024)]
+
+
+class ThinkingDisabled(_Model):
+    type: Literal["disabled"]
+
+
+class ThinkingAdaptive(_Model):
+    type: Literal["adaptive"]
+
+
+ThinkingConfig = Annotated[
+    Union[ThinkingEnabled, ThinkingDisabled, ThinkingAdaptive], Field(discriminator="type")
+]
+
+
+class Metadata(_Model):
+    user_id: str | None = None
+
+
+class JsonOutputFormat(_Model):
+    type: Literal["json_schema"]
+    schema_: Annotated[dict[str, Any], Field(alias="schema")]
+
+
+class OutputConfig(_Model):
+    effort: str | None = None
+    format: JsonOutputFormat | None = None
+
+
+class CountTokensRequest(_Model):
+    model: Annotated[str, Field(min_length=1)]
+    messages: Annotated[list[Message], Field(min_length=1)]
+    system: Annotated[list[TextBlock], BeforeValidator(_string_to_text_blocks)] | None = None
+    tools: Annotated[list[CustomTool], BeforeValidator(_only_custom_tools)] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: ThinkingConfig | None = None
+
+    @property
+    def thinking_enabled(self) -> bool:
+        return self.thinking is not None and self.thinking.type != "disabled"
+
+
+class MessagesRequest(CountTokensRequest):
+    max_tokens: Annotated[int, Field(ge=1)]
+    stream: bool | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    stop_sequences: list[str] | None = None
+    metadata: Metadata | None = None
+    output_config: OutputConfig | None = None
+    output_format: JsonOutputFormat | None = None
+
+
+def _field_path(loc: tuple[Any, ...], data: Any) -> str:
+    """The error's location in the client's own terms, without pydantic's union labels.
+
+    Walks the location alongside the parsed body: a part that is a real key or index is
+    kept, a union label (a tag value or branch name) is dropped, and a last part that names
+    a field missing from an object is kept.
+    """
+    parts: list[str] = []
+    node = data
+    for position, part in enumerate(loc):
+        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(part, str) and isinstance(node, dict) and part in node:
+            node = node[part]
+        elif not (position == len(loc) - 1 and isinstance(node, dict)):
+            continue
+        parts.append(str(part))
+    return ".".join(parts)
+
+
+def _message_for(error: dict[str, Any]) -> str:
+    if error["type"] == "too_short" and tuple(error["loc"]) == ("messages",):
+        return "at least one message is required"
+    if error["type"] == "union_tag_invalid":
+        context = error.get("ctx") or {}
+        return (
+            f"Input tag {context.get('tag')!r} found using 'type' does not match any of the "
+            f"expected tags: {context.get('expected_tags')}"
+        )
+    return error["msg"]
+
+
+def _parse(model: type[_Model], body: bytes) -> Any:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("The request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        # Of a union's failed branches, the deepest error is the one the client meant.
+        first = max(exc.errors(include_url=False), key=lambda error: len(error["loc"]))
+        path = _field_path(tuple(first["loc"]), data)
+        message = f"{path}: {_message_for(first)}" if path else _message_for(first)
+        raise InvalidRequestError(message) from None
+
+
+def parse_messages_request(body: bytes) -> MessagesRequest:
+    request: MessagesRequest = _parse(MessagesRequest, body)
+    thinking = request.thinking
+    if isinstance(thinking, ThinkingEnabled) and thinking.budget_tokens >= request.max_tokens:
+        raise InvalidRequestError(
+            "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our "
+            "documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking#max-tokens-and-context-window-size"
+        )
+    return request
+
+
+def parse_count_tokens_request(body: bytes) -> CountTokensRequest:
+    request: CountTokensRequest = _parse(CountTokensRequest, body)
+    return request

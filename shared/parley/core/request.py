@@ -1,0 +1,270 @@
+"""Anthropic Messages request → OpenAI Chat Completions request.
+
+A pipeline of small steps: system → messages → sampling → tools → tool_choice → output format
+→ streaming options. Each step reads the validated request and writes plain dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .anthropic_types import (
+    Base64ImageSource,
+    CountTokensRequest,
+    DocumentBlock,
+    FileSource,
+    ImageBlock,
+    Message,
+    MessagesRequest,
+    RedactedThinkingBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolChoiceAny,
+    ToolChoiceAuto,
+    ToolChoiceNone,
+    ToolChoiceTool,
+    ToolResultBlock,
+    ToolUseBlock,
+    URLImageSource,
+)
+from .documents import document_to_text
+from .errors import InvalidRequestError
+
+__all__ = ["BILLING_HEADER_PREFIX", "WorkerLimits", "messages_to_chat", "prompt_to_chat_messages"]
+
+BILLING_HEADER_PREFIX = "x-anthropic-billing-header"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLimits:
+    """What the route knows about the worker that will answer."""
+
+    model: str
+    max_output_tokens: int | None = None
+    continuous_usage: bool = False
+
+
+def _system_text(blocks: list[TextBlock]) -> str:
+    # Claude Code's billing line changes every request and would defeat the worker's prefix cache.
+    texts = [block.text for block in blocks if not block.text.startswith(BILLING_HEADER_PREFIX)]
+    return "\n".join(text for text in texts if text)
+
+
+def _image_part(image: ImageBlock, path: str) -> dict[str, Any]:
+    source = image.source
+    if isinstance(source, Base64ImageSource):
+        url = f"data:{source.media_type};base64,{source.data}"
+    elif isinstance(source, URLImageSource):
+        url = source.url
+    elif isinstance(source, FileSource):
+        raise InvalidRequestError(
+            f"{path}.source.type: 'file' image sources are not supported; send the image as base64 or url"
+        )
+    else:  # pragma: no cover - the union is closed
+        raise AssertionError(source)
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Text-only content as one string (every worker takes it); mixed content as parts."""
+    if all(part["type"] == "text" for part in parts):
+        return "\n".join(part["text"] for part in parts)
+    return parts
+
+
+def _user_parts(blocks: list[Any], path: str) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for index, block in blocks:
+        if isinstance(block, TextBlock):
+            if block.text:
+                parts.append({"type": "text", "text": block.text})
+        elif isinstance(block, ImageBlock):
+            parts.append(_image_part(block, f"{path}.{index}"))
+        elif isinstance(block, DocumentBlock):
+            parts.append({"type": "text", "text": document_to_text(block, f"{path}.{index}")})
+        elif isinstance(block, (ThinkingBlock, RedactedThinkingBlock)):
+            continue
+        else:
+            raise InvalidRequestError(
+                f"{path}.{index}.type: {block.type!r} blocks are only allowed in assistant messages"
+            )
+    return parts
+
+
+def _tool_result_messages(result: ToolResultBlock, path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A `role: tool` message, and the images it carried (tool messages take text only)."""
+    content = result.content
+    texts: list[str] = []
+    images: list[dict[str, Any]] = []
+    if isinstance(content, str):
+        texts.append(content)
+    elif content:
+        for index, block in enumerate(content):
+            if isinstance(block, TextBlock):
+                texts.append(block.text)
+            elif isinstance(block, ImageBlock):
+                images.append(_image_part(block, f"{path}.content.{index}"))
+            else:
+                texts.append(document_to_text(block, f"{path}.content.{index}"))
+    text = "\n".join(texts)
+    if result.is_error:
+        text = f"Error: {text}" if text else "Error"
+    return {"role": "tool", "tool_call_id": result.tool_use_id, "content": text}, images
+
+
+def _user_messages(message: Message, path: str) -> list[dict[str, Any]]:
+    """Tool results first (they answer the previous assistant turn), then the rest in order."""
+    tool_messages: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
+    others: list[tuple[int, Any]] = []
+    for index, block in enumerate(message.content):
+        if isinstance(block, ToolResultBlock):
+            tool_message, result_images = _tool_result_messages(block, f"{path}.{index}")
+            tool_messages.append(tool_message)
+            images.extend(result_images)
+        else:
+            others.append((index, block))
+    parts = _user_parts(others, path)
+    if images:
+        parts = [{"type": "text", "text": "Images returned by the tool calls above:"}, *images, *parts]
+    if parts:
+        return [*tool_messages, {"role": "user", "content": _content(parts)}]
+    return tool_messages
+
+
+def _assistant_message(message: Message, path: str) -> dict[str, Any] | None:
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for index, block in enumerate(message.content):
+        if isinstance(block, TextBlock):
+            if block.text:
+                texts.append(block.text)
+        elif isinstance(block, ToolUseBlock):
+            tool_calls.append(
+                {
+                    "id": block.id,
+                    "type": "function",
+                    "function": {"name": block.name, "arguments": orjson.dumps(block.input).decode()},
+                }
+            )
+        elif isinstance(block, (ThinkingBlock, RedactedThinkingBlock)):
+            continue
+        else:
+            raise InvalidRequestError(
+                f"{path}.{index}.type: {block.type!r} blocks are not allowed in assistant messages"
+            )
+    if not texts and not tool_calls:
+        return None
+    chat: dict[str, Any] = {"role": "assistant", "content": "\n".join(texts) if texts else None}
+    if tool_calls:
+        chat["tool_calls"] = tool_calls
+    return chat
+
+
+def _system_message(message: Message, path: str) -> dict[str, Any] | None:
+    texts = []
+    for index, block in enumerate(message.content):
+        if not isinstance(block, TextBlock):
+            raise InvalidRequestError(f"{path}.{index}.type: system messages take text blocks only")
+        texts.append(block)
+    text = _system_text(texts)
+    return {"role": "system", "content": text} if text else None
+
+
+def prompt_to_chat_messages(request: CountTokensRequest) -> list[dict[str, Any]]:
+    chat: list[dict[str, Any]] = []
+    if request.system:
+        system = _system_text(request.system)
+        if system:
+            chat.append({"role": "system", "content": system})
+    for position, message in enumerate(request.messages):
+        path = f"messages.{position}.content"
+        if message.role == "user":
+            chat.extend(_user_messages(message, path))
+        elif message.role == "assistant":
+            assistant = _assistant_message(message, path)
+            if assistant is not None:
+                chat.append(assistant)
+        else:
+            system_message = _system_message(message, path)
+            if system_message is not None:
+                chat.append(system_message)
+    return chat
+
+
+def tools_to_chat(request: CountTokensRequest) -> list[dict[str, Any]]:
+    tools = []
+    for tool in request.tools or ():
+        function: dict[str, Any] = {"name": tool.name}
+        if tool.description is not None:
+            function["description"] = tool.description
+        function["parameters"] = tool.input_schema
+        tools.append({"type": "function", "function": function})
+    return tools
+
+
+def _tool_choice(request: MessagesRequest, chat: dict[str, Any]) -> None:
+    choice = request.tool_choice
+    if choice is None:
+        return
+    if not request.tools:
+        if isinstance(choice, (ToolChoiceAny, ToolChoiceTool)):
+            raise InvalidRequestError("tool_choice: tool_choice may only be specified while providing tools")
+        return
+    if isinstance(choice, ToolChoiceAuto):
+        chat["tool_choice"] = "auto"
+    elif isinstance(choice, ToolChoiceAny):
+        chat["tool_choice"] = "required"
+    elif isinstance(choice, ToolChoiceTool):
+        if not any(tool.name == choice.name for tool in request.tools):
+            raise InvalidRequestError(f"tool_choice.name: no tool named {choice.name!r} in tools")
+        chat["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+    elif isinstance(choice, ToolChoiceNone):
+        chat["tool_choice"] = "none"
+    if not isinstance(choice, ToolChoiceNone) and choice.disable_parallel_tool_use:
+        chat["parallel_tool_calls"] = False
+
+
+def _output_format(request: MessagesRequest, chat: dict[str, Any]) -> None:
+    output_format = request.output_format
+    if request.output_config is not None and request.output_config.format is not None:
+        output_format = request.output_config.format
+    if output_format is not None:
+        chat["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": output_format.schema_, "strict": True},
+        }
+
+
+def messages_to_chat(request: MessagesRequest, worker: WorkerLimits) -> dict[str, Any]:
+    max_tokens = request.max_tokens
+    if worker.max_output_tokens is not None:
+        max_tokens = min(max_tokens, worker.max_output_tokens)
+    chat: dict[str, Any] = {
+        "model": worker.model,
+        "messages": prompt_to_chat_messages(request),
+        "max_tokens": max_tokens,
+    }
+    for field in ("temperature", "top_p", "top_k"):
+        value = getattr(request, field)
+        if value is not None:
+            chat[field] = value
+    if request.stop_sequences:
+        chat["stop"] = request.stop_sequences
+    if request.metadata is not None and request.metadata.user_id:
+        chat["user"] = request.metadata.user_id
+    tools = tools_to_chat(request)
+    if tools:
+        chat["tools"] = tools
+    _tool_choice(request, chat)
+    _output_format(request, chat)
+    if request.stream:
+        chat["stream"] = True
+        options: dict[str, Any] = {"include_usage": True}
+        if worker.continuous_usage:
+            options["continuous_usage_stats"] = True
+        chat["stream_options"] = options
+    return chat

@@ -1,0 +1,73 @@
+"""Server-sent events: a byte-safe, line-fed decoder for worker streams and the encoder for ours."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import orjson
+
+from .errors import ApiError
+
+__all__ = ["MAX_EVENT_BYTES", "SSEDecoder", "encode_event", "encode_events"]
+
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+# Anthropic's own ping, byte for byte.
+_PING = b'event: ping\ndata: {"type": "ping"}\n\n'
+
+
+def encode_event(name: str, data: dict[str, Any]) -> bytes:
+    if name == "ping":
+        return _PING
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def encode_events(events: Iterable[tuple[str, dict[str, Any]]]) -> bytes:
+    return b"".join(encode_event(name, data) for name, data in events)
+
+
+class SSEDecoder:
+    """Feed it bytes as they arrive; it returns the `data` payload of each complete event.
+
+    Lines are split on bytes before decoding, so a UTF-8 character cut across two reads is
+    whole when decoded. Comments (`: keep-alive`) and fields other than `data` are ignored;
+    several `data` lines of one event are joined with newlines, as the SSE spec says.
+    """
+
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._buffer = b""
+        self._data: list[bytes] = []
+        self._size = 0
+        self._max = max_event_bytes
+
+    def feed(self, chunk: bytes) -> list[str]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        payloads: list[str] = []
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            line = buffer[start:end]
+            start = end + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if self._data:
+                    payloads.append(b"\n".join(self._data).decode("utf-8", "replace"))
+                    self._data = []
+                    self._size = 0
+            elif line.startswith(b"data:"):
+                value = line[6:] if line.startswith(b"data: ") else line[5:]
+                self._data.append(value)
+                self._size += len(value)
+        self._buffer = buffer[start:]
+        if self._size + len(self._buffer) > self._max:
+            raise ApiError("The worker sent a stream event larger than Parley accepts.")
+        return payloads
+
+    def close(self) -> list[str]:
+        """The stream ended: an event not followed by a blank line still counts."""
+        payloads = self.feed(b"\n\n") if (self._buffer or self._data) else []
+        self._buffer = b""
+        return payloads

@@ -1,0 +1,1 @@
+"""The I/O shell: the worker client and the DynamoDB stores. Clients are injected."""

@@ -1,0 +1,1 @@
+"""The local stack: embedded DynamoDB, the demo worker, `make dev`."""

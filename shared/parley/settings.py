@@ -1,0 +1,46 @@
+"""Settings from the environment, read once per process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = ["Settings"]
+
+
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    keys_table: str = "parley-keys"
+    routes_table: str = "parley-routes"
+    key_cache_seconds: float = 60.0
+    route_cache_seconds: float = 30.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    ping_seconds: float = 10.0
+    worker_connect_seconds: float = 10.0
+    worker_read_seconds: float = 600.0
+    worker_max_connections: int = 256
+
+    @classmethod
+    def from_environment(cls) -> "Settings":
+        defaults = cls()
+        return cls(
+            keys_table=os.environ.get("PARLEY_KEYS_TABLE", defaults.keys_table),
+            routes_table=os.environ.get("PARLEY_ROUTES_TABLE", defaults.routes_table),
+            key_cache_seconds=_float("PARLEY_KEY_CACHE_SECONDS", defaults.key_cache_seconds),
+            route_cache_seconds=_float("PARLEY_ROUTE_CACHE_SECONDS", defaults.route_cache_seconds),
+            max_body_bytes=_int("PARLEY_MAX_BODY_BYTES", defaults.max_body_bytes),
+            ping_seconds=_float("PARLEY_PING_SECONDS", defaults.ping_seconds),
+            worker_connect_seconds=_float("PARLEY_WORKER_CONNECT_SECONDS", defaults.worker_connect_seconds),
+            worker_read_seconds=_float("PARLEY_WORKER_READ_SECONDS", defaults.worker_read_seconds),
+            worker_max_connections=_int("PARLEY_WORKER_MAX_CONNECTIONS", defaults.worker_max_connections),
+        )

@@ -1,0 +1,1 @@
+"""The FastAPI shell: routes, auth, error envelopes. `parley.web.app:app` is the ASGI app."""

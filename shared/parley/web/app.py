@@ -1,0 +1,80 @@
+"""The ASGI app: `parley.web.app:app`. Both Lambda entry points and the local stack serve it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from ..core.errors import (
+    ApiError,
+    InvalidRequestError,
+    NotFoundError,
+    ParleyError,
+    RequestTooLargeError,
+)
+from . import messages, models
+from .middleware import RequestIdMiddleware
+from .responses import error_response, json_response
+from .services import Services
+
+__all__ = ["app", "create_app"]
+
+logger = logging.getLogger("parley")
+
+_STATUS_ERRORS: dict[int, type[ParleyError]] = {404: NotFoundError, 413: RequestTooLargeError}
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+async def _parley_error(request: Request, error: ParleyError) -> Response:
+    return error_response(error, _request_id(request))
+
+
+async def _http_error(request: Request, error: HTTPException) -> Response:
+    error_class = _STATUS_ERRORS.get(error.status_code, InvalidRequestError)
+    return error_response(error_class(str(error.detail)), _request_id(request), dict(error.headers or {}))
+
+
+async def _validation_error(request: Request, error: RequestValidationError) -> Response:
+    return error_response(InvalidRequestError(str(error.errors()[0].get("msg"))), _request_id(request))
+
+
+async def _unexpected_error(request: Request, error: Exception) -> Response:
+    # Runs outside the request-id middleware, so it sets the header itself.
+    logger.exception("unhandled error", exc_info=error)
+    request_id = _request_id(request)
+    headers = {"request-id": request_id, "x-request-id": request_id} if request_id else None
+    return error_response(ApiError("Internal server error", should_retry=True), request_id, headers)
+
+
+def create_app(services_factory: Callable[[], Services] = Services.from_environment) -> FastAPI:
+    app = FastAPI(title="Parley", version="0.1.0", docs_url=None, redoc_url=None)
+    app.state.services = None
+    app.state.services_factory = services_factory
+    app.add_middleware(RequestIdMiddleware)
+    app.add_exception_handler(ParleyError, _parley_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.include_router(messages.router)
+    app.include_router(models.router)
+
+    @app.get("/health")
+    async def health() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.api_route("/", methods=["GET", "HEAD"])
+    async def root() -> Response:
+        return json_response({"service": "parley"})
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,88 @@
+"""Request plumbing shared by the routes: services, auth, the size-limited body, route lookup."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from ..core.errors import ApiError, AuthenticationError, NotFoundError, RequestTooLargeError
+from ..io.expiring import ExpiringCache
+from ..io.keys import KeyRecord, check_active
+from ..io.routes import Route, match_route
+from .services import Services
+
+__all__ = ["authenticate", "load_routes", "read_body", "resolve_route", "services_of"]
+
+T = TypeVar("T")
+_MAX_KEY_LENGTH = 512
+
+
+def services_of(request: Request) -> Services:
+    state = request.app.state
+    services = getattr(state, "services", None)
+    if services is None:
+        services = state.services = state.services_factory()
+    return services
+
+
+async def _store_call(function: Callable[..., T], *args: Any) -> T:
+    try:
+        return await run_in_threadpool(function, *args)
+    except (BotoCoreError, ClientError) as exc:
+        raise ApiError(f"Parley's key and route store is unavailable ({type(exc).__name__}).", should_retry=True) from None
+
+
+def _presented_key(request: Request) -> str | None:
+    key = request.headers.get("x-api-key")
+    if key:
+        return key.strip()
+    authorization = request.headers.get("authorization")
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip() or None
+    return None
+
+
+async def authenticate(request: Request) -> KeyRecord:
+    key = _presented_key(request)
+    if not key:
+        raise AuthenticationError("x-api-key header is required")
+    if len(key) > _MAX_KEY_LENGTH:
+        raise AuthenticationError("invalid x-api-key")
+    keys = services_of(request).keys
+    record = keys.cached(key)
+    if record is ExpiringCache.MISSING:
+        record = await _store_call(keys.lookup, key)
+    return check_active(record)  # type: ignore[arg-type]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    too_large = RequestTooLargeError("Request exceeds the maximum size")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def load_routes(request: Request) -> tuple[Route, ...]:
+    routes_store = services_of(request).routes
+    routes = routes_store.cached()
+    if routes is ExpiringCache.MISSING:
+        routes = await _store_call(routes_store.load)
+    return routes  # type: ignore[return-value]
+
+
+async def resolve_route(request: Request, model: str) -> Route:
+    route = match_route(await load_routes(request), model)
+    if route is None:
+        raise NotFoundError(f"model: {model}")
+    return route

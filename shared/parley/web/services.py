@@ -1,0 +1,40 @@
+"""What the routes use, built lazily on first use (no network at import) and injectable in tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..io.keys import KeyStore
+from ..io.routes import RouteStore
+from ..io.worker import WorkerClient, new_http_client
+from ..settings import Settings
+
+__all__ = ["Services"]
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    keys: KeyStore
+    routes: RouteStore
+    worker: WorkerClient
+
+    @classmethod
+    def build(cls, settings: Settings, dynamodb: Any) -> "Services":
+        return cls(
+            settings=settings,
+            keys=KeyStore(dynamodb, settings.keys_table, settings.key_cache_seconds),
+            routes=RouteStore(dynamodb, settings.routes_table, settings.route_cache_seconds),
+            worker=WorkerClient(
+                new_http_client(
+                    settings.worker_connect_seconds, settings.worker_read_seconds, settings.worker_max_connections
+                )
+            ),
+        )
+
+    @classmethod
+    def from_environment(cls) -> "Services":
+        import boto3  # imported here: the app module must import fast and touch no network
+
+        return cls.build(Settings.from_environment(), boto3.client("dynamodb"))
