@@ -174,6 +174,29 @@ def _system_message(message: Message, path: str) -> dict[str, Any] | None:
     return {"role": "system", "content": text} if text else None
 
 
+def _as_parts(content: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    if content is None or content == "":
+        return []
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def _append(chat: list[dict[str, Any]], message: dict[str, Any]) -> None:
+    """Append, merging into the previous message of the same role as Anthropic merges turns
+    (many chat templates require user and assistant turns to alternate)."""
+    previous = chat[-1] if chat else None
+    role = message["role"]
+    if previous is None or previous["role"] != role or role not in ("user", "assistant"):
+        chat.append(message)
+        return
+    if role == "assistant" and previous.get("tool_calls") and message.get("content"):
+        chat.append(message)  # text after tool calls would be reordered before them
+        return
+    parts = _as_parts(previous.get("content")) + _as_parts(message.get("content"))
+    previous["content"] = _content(parts) if parts else (None if role == "assistant" else "")
+    if message.get("tool_calls"):
+        previous["tool_calls"] = [*previous.get("tool_calls", ()), *message["tool_calls"]]
+
+
 def prompt_to_chat_messages(request: CountTokensRequest) -> list[dict[str, Any]]:
     chat: list[dict[str, Any]] = []
     if request.system:
@@ -183,11 +206,12 @@ def prompt_to_chat_messages(request: CountTokensRequest) -> list[dict[str, Any]]
     for position, message in enumerate(request.messages):
         path = f"messages.{position}.content"
         if message.role == "user":
-            chat.extend(_user_messages(message, path))
+            for user_message in _user_messages(message, path):
+                _append(chat, user_message)
         elif message.role == "assistant":
             assistant = _assistant_message(message, path)
             if assistant is not None:
-                chat.append(assistant)
+                _append(chat, assistant)
         else:
             system_message = _system_message(message, path)
             if system_message is not None:

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from .errors import ApiError, ParleyError, error_body, worker_error
+from .sse import SSEDecoder
 from .response import (
     AnswerContext,
     finish_to_stop_reason,
@@ -33,7 +34,7 @@ from .response import (
 )
 from .tokens import estimate_text_tokens
 
-__all__ = ["ChatToMessagesStream", "Event"]
+__all__ = ["ChatToMessagesStream", "Event", "WorkerSSETranslator"]
 
 Event = tuple[str, dict[str, Any]]
 
@@ -75,7 +76,7 @@ class ChatToMessagesStream:
         self._matched_stop: Any = None
         self._worker_usage: dict[str, Any] | None = None
         self._seen_done = False
-        self._output_chars = 0
+        self._output_bytes = 0
         self._events: list[Event] = []
 
     # -- what the shell calls --------------------------------------------------------------
@@ -150,7 +151,7 @@ class ChatToMessagesStream:
         return usage_to_anthropic(
             self._worker_usage,
             self._context.input_tokens_estimate,
-            -(-self._output_chars // 4),
+            -(-self._output_bytes // 4),
         )
 
     # -- state machine ---------------------------------------------------------------------
@@ -173,12 +174,12 @@ class ChatToMessagesStream:
         if isinstance(delta, dict):
             reasoning = reasoning_of(delta)
             if reasoning:
-                self._output_chars += len(reasoning)
+                self._output_bytes += len(reasoning.encode())
                 if self._context.thinking:
                     self._thinking(reasoning)
             content = delta.get("content")
             if isinstance(content, str) and content:
-                self._output_chars += len(content)
+                self._output_bytes += len(content.encode())
                 self._text(content)
             tool_calls = delta.get("tool_calls")
             if isinstance(tool_calls, list):
@@ -252,6 +253,7 @@ class ChatToMessagesStream:
             if name and not call.name:
                 call.name = name
         if isinstance(arguments, str) and arguments:
+            self._output_bytes += len(arguments.encode())
             call.arguments.append(arguments)
             if call is self._open_tool:
                 self._delta({"type": "input_json_delta", "partial_json": arguments})
@@ -315,3 +317,32 @@ def _chunk_error(error: Any) -> ParleyError:
         elif isinstance(code, str) and code.isdigit():
             status = int(code)
     return worker_error(status, {"error": error})
+
+
+class WorkerSSETranslator:
+    """A worker's SSE bytes → Anthropic events: the SSE decoder feeding ChatToMessagesStream."""
+
+    def __init__(self, context: AnswerContext) -> None:
+        self.messages = ChatToMessagesStream(context)
+        self._decoder = SSEDecoder()
+
+    @property
+    def finished(self) -> bool:
+        return self.messages.finished
+
+    def feed(self, data: bytes) -> list[Event]:
+        try:
+            payloads = self._decoder.feed(data)
+        except ParleyError as error:
+            return self.messages.fail(error)
+        events: list[Event] = []
+        for payload in payloads:
+            events += self.messages.feed_data(payload)
+        return events
+
+    def end(self) -> list[Event]:
+        """The worker's body ended (cleanly or not)."""
+        events: list[Event] = []
+        for payload in self._decoder.close():
+            events += self.messages.feed_data(payload)
+        return events + self.messages.close()
