@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
@@ -37,9 +39,14 @@ async def create_message(request: Request, key: KeyRecord = Depends(authenticate
         stop_sequences=tuple(message_request.stop_sequences or ()),
     )
     if message_request.stream:
-        upstream = await services.worker.open_stream(worker, chat)
+        # A worker that refuses at once gets a plain HTTP error; one that is slow to answer
+        # gets the stream started (and pinged) so clients and proxies do not time out.
+        opening = asyncio.ensure_future(services.worker.open_stream(worker, chat))
+        await asyncio.wait((opening,), timeout=services.settings.ping_seconds)
+        if opening.done() and opening.exception() is not None:
+            raise opening.exception()  # type: ignore[misc]
         return StreamingResponse(
-            stream_answer(upstream, context, services.settings.ping_seconds),
+            stream_answer(opening, context, services.settings.ping_seconds),
             media_type="text/event-stream; charset=utf-8",
             headers=_SSE_HEADERS,
         )

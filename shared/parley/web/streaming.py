@@ -18,12 +18,25 @@ logger = logging.getLogger("parley.stream")
 
 
 async def stream_answer(
-    upstream: WorkerStream, context: AnswerContext, ping_seconds: float
+    opening: asyncio.Future[WorkerStream], context: AnswerContext, ping_seconds: float
 ) -> AsyncIterator[bytes]:
+    """Stream the answer whose worker request `opening` is under way (or already answered).
+
+    While the worker has not even sent its headers (a long prefill, a model loading), the
+    client already gets `message_start` and pings; a worker error after that is an `error` event.
+    """
     translator = WorkerSSETranslator(context)
-    chunks = upstream.chunks().__aiter__()
+    upstream: WorkerStream | None = None
     pending: asyncio.Future[bytes] | None = None
     try:
+        while not (await asyncio.wait((opening,), timeout=ping_seconds))[0]:
+            yield encode_events(translator.messages.ping())
+        try:
+            upstream = opening.result()
+        except ParleyError as error:
+            yield encode_events(translator.messages.fail(error))
+            return
+        chunks = upstream.chunks().__aiter__()
         while not translator.finished:
             if pending is None:
                 pending = asyncio.ensure_future(chunks.__anext__())
@@ -50,4 +63,13 @@ async def stream_answer(
     finally:
         if pending is not None:
             pending.cancel()
+        await _close(opening, upstream)
+
+
+async def _close(opening: asyncio.Future[WorkerStream], upstream: WorkerStream | None) -> None:
+    if not opening.done():
+        opening.cancel()
+    elif upstream is None and not opening.cancelled() and opening.exception() is None:
+        upstream = opening.result()
+    if upstream is not None:
         await upstream.aclose()
