@@ -24,7 +24,10 @@ def _dynamodb() -> Any:
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -34,7 +37,8 @@ def _keys(args: argparse.Namespace) -> int:
     store = KeyStore(_dynamodb(), Settings.from_environment().keys_table)
     if args.keys_command == "create":
         key, record = store.create(account=args.account, name=args.name)
-        print(f"key id:  {record.key_id}\naccount: {record.account}\nkey:     {key}\n(shown once; only its hash is stored)")
+        print(f"key id:  {record.key_id}\naccount: {record.account}\nkey:     {key}")
+        print("(shown once: only its hash is stored)")
     elif args.keys_command == "list":
         rows = [[r.key_id, r.account, r.name, r.status, r.created_at] for r in store.list()]
         print(_table(rows, ["KEY ID", "ACCOUNT", "NAME", "STATUS", "CREATED"]))
@@ -57,7 +61,14 @@ def _routes(args: argparse.Namespace) -> int:
             api_key_ref=f"env:{args.api_key_env}" if args.api_key_env else None,
             max_output_tokens=args.max_output_tokens,
         )
-        store.put(Route(model=args.model, workers=(worker,), aliases=tuple(args.alias or ()), display_name=args.display_name or args.model))
+        store.put(
+            Route(
+                model=args.model,
+                workers=(worker,),
+                aliases=tuple(args.alias or ()),
+                display_name=args.display_name or args.model,
+            )
+        )
         print(f"route {args.model} → {args.worker_url} ({args.worker_model})")
     elif args.routes_command == "list":
         rows = [
@@ -86,7 +97,9 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parley", description="Parley: the Anthropic Messages API over OpenAI-compatible workers")
+    parser = argparse.ArgumentParser(
+        prog="parley", description="Parley: the Anthropic Messages API over OpenAI-compatible workers"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     commands.add_parser("dev", help="run Parley locally with an embedded DynamoDB").set_defaults(run=_dev)

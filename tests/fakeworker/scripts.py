@@ -325,16 +325,25 @@ class _Vllm(_Renderer):
         return {} if self.answer.tool_calls else {"content": ""}
 
     def tool_header(self, index: int, arguments: str) -> dict:
-        return {"id": self.tool_ids[index], "type": "function", "index": index,
-                "function": {"name": self.answer.tool_calls[index].name, "arguments": arguments}}
+        return {
+            "id": self.tool_ids[index],
+            "type": "function",
+            "index": index,
+            "function": {"name": self.answer.tool_calls[index].name, "arguments": arguments},
+        }
 
     def chunk(self, delta: dict, finish: bool = False) -> dict:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
         if finish:
             choice["finish_reason"] = self.finish_reason
             choice["stop_reason"] = self.answer.matched_stop
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "choices": [choice]}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        }
 
     def completion(self) -> dict:
         usage = self.usage()
@@ -347,7 +356,11 @@ class _Vllm(_Renderer):
             "audio": None,
             "function_call": None,
             "tool_calls": [
-                {"id": self.tool_ids[i], "type": "function", "function": {"name": call.name, "arguments": self.arguments[i]}}
+                {
+                    "id": self.tool_ids[i],
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": self.arguments[i]},
+                }
                 for i, call in enumerate(self.answer.tool_calls)
             ],
             self.reasoning_field: self.answer.reasoning,
@@ -357,8 +370,16 @@ class _Vllm(_Renderer):
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason,
-                         "stop_reason": self.answer.matched_stop, "token_ids": None}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": self.finish_reason,
+                    "stop_reason": self.answer.matched_stop,
+                    "token_ids": None,
+                }
+            ],
             "service_tier": None,
             "system_fingerprint": None,
             "usage": usage,
@@ -381,8 +402,12 @@ class _Sglang(_Renderer):
         return self.delta({})
 
     def tool_header(self, index: int, arguments: str) -> dict:
-        return {"id": self.tool_ids[index], "index": index, "type": "function",
-                "function": {"name": self.answer.tool_calls[index].name, "arguments": arguments}}
+        return {
+            "id": self.tool_ids[index],
+            "index": index,
+            "type": "function",
+            "function": {"name": self.answer.tool_calls[index].name, "arguments": arguments},
+        }
 
     def tool_fragment(self, index: int, arguments: str) -> dict:
         return {"id": None, "index": index, "type": "function", "function": {"name": None, "arguments": arguments}}
@@ -392,8 +417,14 @@ class _Sglang(_Renderer):
         if finish:
             choice["finish_reason"] = self.finish_reason
             choice["matched_stop"] = self.answer.matched_stop
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "choices": [choice], "usage": None}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": None,
+        }
 
     def usage(self, completion_tokens: int | None = None) -> dict:
         usage = super().usage(completion_tokens)
@@ -403,18 +434,34 @@ class _Sglang(_Renderer):
 
     def completion(self) -> dict:
         tool_calls = [
-            {"id": self.tool_ids[i], "index": i, "type": "function", "function": {"name": call.name, "arguments": self.arguments[i]}}
+            {
+                "id": self.tool_ids[i],
+                "index": i,
+                "type": "function",
+                "function": {"name": call.name, "arguments": self.arguments[i]},
+            }
             for i, call in enumerate(self.answer.tool_calls)
         ]
-        message = {"role": "assistant", "content": self.answer.text or None,
-                   self.reasoning_field: self.answer.reasoning, "tool_calls": tool_calls or None}
+        message = {
+            "role": "assistant",
+            "content": self.answer.text or None,
+            self.reasoning_field: self.answer.reasoning,
+            "tool_calls": tool_calls or None,
+        }
         return {
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason,
-                         "matched_stop": self.answer.matched_stop}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": self.finish_reason,
+                    "matched_stop": self.answer.matched_stop,
+                }
+            ],
             "usage": self.usage(),
         }
 
@@ -440,13 +487,23 @@ class _LlamaCpp(_Renderer):
         return {"role": "assistant", "content": None}
 
     def tool_header(self, index: int, arguments: str) -> dict:
-        return {"index": index, "id": self.tool_ids[index], "type": "function",
-                "function": {"name": self.answer.tool_calls[index].name, "arguments": arguments}}
+        return {
+            "index": index,
+            "id": self.tool_ids[index],
+            "type": "function",
+            "function": {"name": self.answer.tool_calls[index].name, "arguments": arguments},
+        }
 
     def chunk(self, delta: dict, finish: bool = False) -> dict:
         choice = {"finish_reason": self.finish_reason if finish else None, "index": 0, "delta": delta}
-        return {"choices": [choice], "created": self.created, "id": self.id, "model": self.model,
-                "system_fingerprint": LLAMACPP_FINGERPRINT, "object": "chat.completion.chunk"}
+        return {
+            "choices": [choice],
+            "created": self.created,
+            "id": self.id,
+            "model": self.model,
+            "system_fingerprint": LLAMACPP_FINGERPRINT,
+            "object": "chat.completion.chunk",
+        }
 
     def timings(self) -> dict:
         prompt_n, predicted_n = self.answer.prompt_tokens, self.completion_tokens
@@ -475,7 +532,11 @@ class _LlamaCpp(_Renderer):
         message["content"] = self.answer.text or (None if self.answer.tool_calls else "")
         if self.answer.tool_calls:
             message["tool_calls"] = [
-                {"type": "function", "function": {"name": call.name, "arguments": self.arguments[i]}, "id": self.tool_ids[i]}
+                {
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": self.arguments[i]},
+                    "id": self.tool_ids[i],
+                }
                 for i, call in enumerate(self.answer.tool_calls)
             ]
         return {
@@ -512,14 +573,25 @@ class _Ollama(_Renderer):
 
     def tool_calls(self) -> list[dict]:
         return [
-            {"id": self.tool_ids[i], "index": i, "type": "function", "function": {"name": call.name, "arguments": self.arguments[i]}}
+            {
+                "id": self.tool_ids[i],
+                "index": i,
+                "type": "function",
+                "function": {"name": call.name, "arguments": self.arguments[i]},
+            }
             for i, call in enumerate(self.answer.tool_calls)
         ]
 
     def chunk(self, delta: dict, finish: bool = False) -> dict:
         choice = {"index": 0, "delta": delta, "finish_reason": self.finish_reason if finish else None}
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "system_fingerprint": "fp_ollama", "choices": [choice]}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "fp_ollama",
+            "choices": [choice],
+        }
 
     def chunks(self) -> list[dict]:
         deltas = [{self.reasoning_field: piece} for piece in split_text(self.answer.reasoning or "")]

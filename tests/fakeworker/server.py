@@ -219,7 +219,10 @@ class FakeWorker:
                     request = await self._read_request(conn)
                 except _BadRequest as exc:
                     body = _error_body(str(exc), "BadRequestError", 400)
-                    await conn.send(_head(400, [("content-type", "application/json"), ("content-length", str(len(body)))], True) + body)
+                    await conn.send(
+                        _head(400, [("content-type", "application/json"), ("content-length", str(len(body)))], True)
+                        + body
+                    )
                     break
                 if request is None:
                     break
@@ -286,9 +289,14 @@ class FakeWorker:
         if request["method"] == "POST" and path == CHAT_PATH:
             return await self._serve_script(conn, request, self._next_script())
         if request["method"] == "GET" and path == MODELS_PATH:
-            body = json.dumps({"object": "list", "data": [
-                {"id": self.model, "object": "model", "created": int(time.time()), "owned_by": "fakeworker"}
-            ]}).encode()
+            body = json.dumps(
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": self.model, "object": "model", "created": int(time.time()), "owned_by": "fakeworker"}
+                    ],
+                }
+            ).encode()
             status = 200
         else:
             body = _error_body(f"Not found: {request['method']} {path}", "NotFoundError", 404)

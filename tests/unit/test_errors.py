@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from parley.core.errors import error_body, worker_error
+
 from tests.vectors.loader import VECTORS
 
 CASES = json.loads((VECTORS / "worker_errors.json").read_text())["cases"]
@@ -17,7 +17,10 @@ def test_worker_error_mapping(case: dict) -> None:
     error = worker_error(case["status"], case["body"], retry_after=case.get("retry_after"))
     expected = case["expected"]
     assert (error.status, error.type, error.message, error.should_retry) == (
-        expected["status"], expected["type"], expected["message"], expected["should_retry"]
+        expected["status"],
+        expected["type"],
+        expected["message"],
+        expected["should_retry"],
     )
     assert error.headers == expected.get("headers", {})
     assert error_body(error, "req_1") == {

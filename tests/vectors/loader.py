@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from parley.core.response import AnswerContext
 
 VECTORS = Path(__file__).parent

@@ -83,9 +83,10 @@ class PlainTextSource(_Model):
 
 class ContentBlockSource(_Model):
     type: Literal["content"]
-    content: Annotated[list[Annotated[Union[TextBlock, ImageBlock], Field(discriminator="type")]], BeforeValidator(
-        lambda value: [{"type": "text", "text": value}] if isinstance(value, str) else value
-    )]
+    content: Annotated[
+        list[Annotated[Union[TextBlock, ImageBlock], Field(discriminator="type")]],
+        BeforeValidator(lambda value: [{"type": "text", "text": value}] if isinstance(value, str) else value),
+    ]
 
 
 class URLPDFSource(_Model):
@@ -210,9 +211,7 @@ class ThinkingAdaptive(_Model):
     type: Literal["adaptive"]
 
 
-ThinkingConfig = Annotated[
-    Union[ThinkingEnabled, ThinkingDisabled, ThinkingAdaptive], Field(discriminator="type")
-]
+ThinkingConfig = Annotated[Union[ThinkingEnabled, ThinkingDisabled, ThinkingAdaptive], Field(discriminator="type")]
 
 
 class Metadata(_Model):

@@ -23,7 +23,6 @@ from typing import Any
 import orjson
 
 from .errors import ApiError, ParleyError, error_body, worker_error
-from .sse import SSEDecoder
 from .response import (
     AnswerContext,
     finish_to_stop_reason,
@@ -32,7 +31,7 @@ from .response import (
     tool_use_id,
     usage_to_anthropic,
 )
-from .tokens import estimate_text_tokens
+from .sse import SSEDecoder
 
 __all__ = ["ChatToMessagesStream", "Event", "WorkerSSETranslator"]
 
@@ -207,9 +206,7 @@ class ChatToMessagesStream:
         if self._open_tool is not None:
             self._open_tool.closed = True
             self._open_tool = None
-        self._events.append(
-            ("content_block_stop", {"type": "content_block_stop", "index": self._next_index - 1})
-        )
+        self._events.append(("content_block_stop", {"type": "content_block_stop", "index": self._next_index - 1}))
         self._open_kind = None
 
     def _delta(self, delta: dict[str, Any]) -> None:

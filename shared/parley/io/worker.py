@@ -12,7 +12,13 @@ from typing import Any, AsyncIterator, Iterator
 import httpx
 import orjson
 
-from ..core.errors import ApiError, GatewayTimeoutError, OverloadedError, ParleyError, worker_error
+from ..core.errors import (
+    ApiError,
+    GatewayTimeoutError,
+    OverloadedError,
+    ParleyError,
+    worker_error,
+)
 from .routes import Worker, resolve_secret
 
 __all__ = ["WorkerClient", "WorkerStream", "new_http_client"]

@@ -45,11 +45,22 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 
 
 async def _stream(body: dict[str, Any], reply: str, prompt_tokens: int) -> AsyncIterator[bytes]:
-    base = {"id": "chatcmpl-demo", "object": "chat.completion.chunk", "created": int(time.time()), "model": body.get("model")}
+    base = {
+        "id": "chatcmpl-demo",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": body.get("model"),
+    }
     words = reply.split(" ")
-    pieces = [{"role": "assistant", "content": ""}] + [{"content": word if i == 0 else " " + word} for i, word in enumerate(words)]
+    pieces = [{"role": "assistant", "content": ""}] + [
+        {"content": word if i == 0 else " " + word} for i, word in enumerate(words)
+    ]
     for delta in pieces:
-        yield b"data: " + orjson.dumps({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}) + b"\n\n"
+        yield (
+            b"data: "
+            + orjson.dumps({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+            + b"\n\n"
+        )
         await asyncio.sleep(0.02)
     yield b"data: " + orjson.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n"
     if (body.get("stream_options") or {}).get("include_usage"):
@@ -77,7 +88,11 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def list_models(request: Request) -> Response:
-    return Response(orjson.dumps({"object": "list", "data": [{"id": DEMO_MODEL, "object": "model"}]}), media_type="application/json")
+    return Response(
+        orjson.dumps({"object": "list", "data": [{"id": DEMO_MODEL, "object": "model"}]}), media_type="application/json"
+    )
 
 
-app = Starlette(routes=[Route("/v1/chat/completions", chat_completions, methods=["POST"]), Route("/v1/models", list_models)])
+app = Starlette(
+    routes=[Route("/v1/chat/completions", chat_completions, methods=["POST"]), Route("/v1/models", list_models)]
+)

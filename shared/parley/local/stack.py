@@ -113,7 +113,11 @@ def run_dev() -> None:
 
         demo_port = _free_port()
         servers.append(
-            uvicorn.Server(uvicorn.Config("parley.local.demo_worker:app", host="127.0.0.1", port=demo_port, log_config=None, access_log=False))
+            uvicorn.Server(
+                uvicorn.Config(
+                    "parley.local.demo_worker:app", host="127.0.0.1", port=demo_port, log_config=None, access_log=False
+                )
+            )
         )
         worker_url = f"http://127.0.0.1:{demo_port}/v1"
         worker_model = DEMO_MODEL

@@ -8,7 +8,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from ..core.errors import ApiError, AuthenticationError, NotFoundError, RequestTooLargeError
+from ..core.errors import (
+    ApiError,
+    AuthenticationError,
+    NotFoundError,
+    RequestTooLargeError,
+)
 from ..io.expiring import ExpiringCache
 from ..io.keys import KeyRecord, check_active
 from ..io.routes import Route, match_route
@@ -32,7 +37,9 @@ async def _store_call(function: Callable[..., T], *args: Any) -> T:
     try:
         return await run_in_threadpool(function, *args)
     except (BotoCoreError, ClientError) as exc:
-        raise ApiError(f"Parley's key and route store is unavailable ({type(exc).__name__}).", should_retry=True) from None
+        raise ApiError(
+            f"Parley's key and route store is unavailable ({type(exc).__name__}).", should_retry=True
+        ) from None
 
 
 def _presented_key(request: Request) -> str | None:

@@ -1,0 +1,137 @@
+"""End to end: the real Claude Code CLI → Parley (uvicorn, moto DynamoDB) → the fake worker.
+
+The CLI is pinned in /package.json and installed with `npm ci` into node_modules/ (git-ignored).
+It runs with a clean environment (`env -i` style), a scratch HOME and working directory, no
+network beyond 127.0.0.1, and stdin closed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from parley.io.routes import Route, Worker
+from parley.settings import Settings
+
+from tests.fakeworker import FakeWorker
+from tests.stack import RunningParley, embedded_dynamodb, parley_stack
+
+ROOT = Path(__file__).resolve().parents[2]
+CLAUDE = ROOT / "node_modules" / ".bin" / "claude"
+CLAUDE_VERSION = "2.1.197"  # as pinned in package.json
+
+MODEL = "qwen-test"
+WORKER_MODEL = "fake-model"
+MAX_OUTPUT_TOKENS = 4096
+CLI_TIMEOUT_SECONDS = 120
+
+
+@pytest.fixture(scope="session")
+def route(worker: FakeWorker) -> Route:
+    """The one route: every claude-* model (Claude Code asks for claude-opus-4-8) → the fake worker."""
+    return Route(
+        model=MODEL,
+        workers=(Worker(base_url=worker.base_url, model=WORKER_MODEL, max_output_tokens=MAX_OUTPUT_TOKENS),),
+        aliases=("claude-*",),
+    )
+
+
+@pytest.fixture(scope="session")
+def parley(route: Route) -> Iterator[RunningParley]:
+    settings = Settings(
+        keys_table="e2e-keys",
+        routes_table="e2e-routes",
+        ping_seconds=2.0,
+        worker_connect_seconds=5.0,
+        worker_read_seconds=30.0,  # a safety net: a stuck stream fails the test instead of hanging it
+    )
+    with embedded_dynamodb() as dynamodb, parley_stack(dynamodb, settings, [route], account="e2e") as running:
+        yield running
+
+
+@dataclass
+class ClaudeRun:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    cwd: Path
+
+    @property
+    def output(self) -> str:
+        return f"{self.stdout}\n{self.stderr}"
+
+    def json(self) -> dict[str, Any]:
+        """The `--output-format json` result object (the last JSON line on stdout)."""
+        for line in reversed(self.stdout.strip().splitlines()):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict) and value.get("type") == "result":
+                return value
+        raise AssertionError(f"no JSON result on Claude Code's stdout\n{self.describe()}")
+
+    def describe(self) -> str:
+        return (
+            f"claude {' '.join(self.args)}\nexit code {self.returncode}\n"
+            f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
+        )
+
+
+def require_claude() -> Path:
+    """The CLI binary, or a failure (never a skip) that says how to install it."""
+    if not (CLAUDE.is_file() and os.access(CLAUDE, os.X_OK)):
+        pytest.fail(
+            f"Claude Code is not installed: {CLAUDE} is missing.\n"
+            f"Run `npm ci` in {ROOT} (installs @anthropic-ai/claude-code@{CLAUDE_VERSION} from package-lock.json).",
+            pytrace=False,
+        )
+    return CLAUDE
+
+
+@pytest.fixture
+def claude(parley: RunningParley, tmp_path: Path) -> Callable[..., ClaudeRun]:
+    """Run `claude ARGS...` against Parley in a scratch HOME and working directory."""
+    home = tmp_path / "home"
+    cwd = tmp_path / "work"
+    home.mkdir()
+    cwd.mkdir()
+
+    def run(*args: str, timeout: float = CLI_TIMEOUT_SECONDS) -> ClaudeRun:
+        binary = require_claude()
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(home),
+            "TERM": "dumb",
+            "ANTHROPIC_BASE_URL": parley.url,
+            "ANTHROPIC_API_KEY": parley.key,
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_AUTOUPDATER": "1",
+        }
+        try:
+            done = subprocess.run(
+                [str(binary), *args],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+            pytest.fail(
+                f"claude {' '.join(args)} did not finish in {timeout} s\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
+            )
+        return ClaudeRun(list(args), done.returncode, done.stdout, done.stderr, cwd)
+
+    return run

@@ -1,0 +1,78 @@
+"""The integration stack: an embedded DynamoDB (moto), the fake worker, and Parley under uvicorn.
+
+Everything is session-scoped and started once; `worker.reset()` runs before every test so each
+test sees an empty script queue and an empty request log.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import anthropic
+import httpx
+import pytest
+from parley.io.routes import Route, Worker
+from parley.settings import Settings
+
+from tests.fakeworker import FakeWorker
+from tests.stack import RunningParley, embedded_dynamodb, free_port, parley_stack
+
+from .helpers import (
+    DOWN_MODEL,
+    MAX_BODY_BYTES,
+    MAX_OUTPUT_TOKENS,
+    MODEL,
+    PING_SECONDS,
+    WORKER_MODEL,
+)
+
+
+@pytest.fixture(scope="session")
+def dynamodb() -> Iterator[object]:
+    with embedded_dynamodb() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def parley(dynamodb: object, worker: FakeWorker) -> Iterator[RunningParley]:
+    settings = Settings(
+        keys_table="it-keys",
+        routes_table="it-routes",
+        ping_seconds=PING_SECONDS,
+        max_body_bytes=MAX_BODY_BYTES,
+        worker_connect_seconds=5.0,
+        worker_read_seconds=20.0,  # a safety net: no test may hang for long
+    )
+    routes = [
+        Route(
+            model=MODEL,
+            workers=(Worker(base_url=worker.base_url, model=WORKER_MODEL, max_output_tokens=MAX_OUTPUT_TOKENS),),
+            aliases=("claude-*",),
+        ),
+        Route(model=DOWN_MODEL, workers=(Worker(base_url=f"http://127.0.0.1:{free_port()}/v1", model="nobody"),)),
+    ]
+    with parley_stack(dynamodb, settings, routes, key_name="t") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def client(parley: RunningParley) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=parley.url, api_key=parley.key, max_retries=0, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def http(parley: RunningParley) -> Iterator[httpx.Client]:
+    """A raw client, authenticated, for byte-level checks."""
+    with httpx.Client(
+        base_url=parley.url,
+        headers={"x-api-key": parley.key, "anthropic-version": "2023-06-01"},
+        timeout=30,
+    ) as raw:
+        yield raw
+
+
+@pytest.fixture(scope="session")
+def anonymous_http(parley: RunningParley) -> Iterator[httpx.Client]:
+    """A raw client with no key."""
+    with httpx.Client(base_url=parley.url, timeout=30) as raw:
+        yield raw

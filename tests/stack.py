@@ -1,0 +1,114 @@
+"""A local Parley stack for tests: an embedded DynamoDB (moto), and Parley itself under uvicorn.
+
+Plain context managers, not fixtures, so any test package can wrap them in fixtures of the
+scope it needs. Nothing here leaves the loopback interface.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import boto3
+import httpx
+import uvicorn
+from moto.server import ThreadedMotoServer
+from parley.io.routes import Route
+from parley.io.tables import create_tables
+from parley.settings import Settings
+from parley.web.app import create_app
+from parley.web.services import Services
+
+__all__ = ["AWS_ENV", "RunningParley", "embedded_dynamodb", "free_port", "parley_stack", "serve"]
+
+# Dummy credentials: moto accepts anything, and botocore must never find real ones.
+AWS_ENV = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+}
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (the OS picks it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def embedded_dynamodb() -> Iterator[Any]:
+    """A moto DynamoDB on a free loopback port; yields a boto3 client for it.
+
+    The dummy AWS variables are set for the duration and restored afterwards.
+    """
+    saved = {name: os.environ.get(name) for name in AWS_ENV}
+    os.environ.update(AWS_ENV)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield boto3.client("dynamodb", endpoint_url=f"http://{host}:{port}", region_name=AWS_ENV["AWS_DEFAULT_REGION"])
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def serve(app: Any, name: str = "parley-uvicorn", startup_seconds: float = 15.0) -> Iterator[str]:
+    """Serve an ASGI app under uvicorn in a daemon thread on a free port; yields its base URL
+    once GET /health answers 200."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_seconds
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"Parley did not come up under uvicorn on {url}")
+            time.sleep(0.05)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@dataclass(frozen=True)
+class RunningParley:
+    url: str
+    key: str
+    services: Services
+
+
+@contextmanager
+def parley_stack(
+    dynamodb: Any,
+    settings: Settings,
+    routes: Iterable[Route],
+    account: str = "acct",
+    key_name: str = "test",
+) -> Iterator[RunningParley]:
+    """Create the tables, seed `routes` and one API key, and serve Parley."""
+    create_tables(dynamodb, {"keys": settings.keys_table, "routes": settings.routes_table})
+    services = Services.build(settings, dynamodb)
+    for route in routes:
+        services.routes.put(route)
+    key, _ = services.keys.create(account=account, name=key_name)
+    with serve(create_app(lambda: services)) as url:
+        yield RunningParley(url=url, key=key, services=services)
