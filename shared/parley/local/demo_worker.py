@@ -34,7 +34,9 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
 
 
 def demo_reply(messages: list[dict[str, Any]]) -> str:
-    said = " ".join(_last_user_text(messages).split())
+    # The last line is what the person typed; clients such as Claude Code put reminders first.
+    lines = [line for line in _last_user_text(messages).splitlines() if line.strip()]
+    said = " ".join(lines[-1].split()) if lines else ""
     if len(said) > 200:
         said = said[:200] + "…"
     return f"{_LABEL} You said: {said}" if said else f"{_LABEL} Hello!"
