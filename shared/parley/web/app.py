@@ -18,7 +18,7 @@ from ..core.errors import (
     RequestTooLargeError,
 )
 from . import messages, models
-from .middleware import RequestIdMiddleware
+from .middleware import RequestContextMiddleware, outcome_of
 from .responses import error_response, json_response
 from .services import Services
 
@@ -33,17 +33,27 @@ def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
+def _note_error(request: Request, error: ParleyError) -> None:
+    outcome = outcome_of(request)
+    if outcome is not None:
+        outcome.error_type = error.type
+
+
 async def _parley_error(request: Request, error: ParleyError) -> Response:
+    _note_error(request, error)
     return error_response(error, _request_id(request))
 
 
 async def _http_error(request: Request, error: HTTPException) -> Response:
-    error_class = _STATUS_ERRORS.get(error.status_code, InvalidRequestError)
-    return error_response(error_class(str(error.detail)), _request_id(request), dict(error.headers or {}))
+    parley_error = _STATUS_ERRORS.get(error.status_code, InvalidRequestError)(str(error.detail))
+    _note_error(request, parley_error)
+    return error_response(parley_error, _request_id(request), dict(error.headers or {}))
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> Response:
-    return error_response(InvalidRequestError(str(error.errors()[0].get("msg"))), _request_id(request))
+    parley_error = InvalidRequestError(str(error.errors()[0].get("msg")))
+    _note_error(request, parley_error)
+    return error_response(parley_error, _request_id(request))
 
 
 async def _unexpected_error(request: Request, error: Exception) -> Response:
@@ -51,14 +61,16 @@ async def _unexpected_error(request: Request, error: Exception) -> Response:
     logger.exception("unhandled error", exc_info=error)
     request_id = _request_id(request)
     headers = {"request-id": request_id, "x-request-id": request_id} if request_id else None
-    return error_response(ApiError("Internal server error", should_retry=True), request_id, headers)
+    parley_error = ApiError("Internal server error", should_retry=True)
+    _note_error(request, parley_error)
+    return error_response(parley_error, request_id, headers)
 
 
 def create_app(services_factory: Callable[[], Services] = Services.from_environment) -> FastAPI:
     app = FastAPI(title="Parley", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.services = None
     app.state.services_factory = services_factory
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestContextMiddleware)
     app.add_exception_handler(ParleyError, _parley_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

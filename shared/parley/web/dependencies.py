@@ -17,20 +17,25 @@ from ..core.errors import (
 from ..io.expiring import ExpiringCache
 from ..io.keys import KeyRecord, check_active
 from ..io.routes import Route, match_route
+from .middleware import outcome_of
 from .services import Services
 
-__all__ = ["authenticate", "load_routes", "read_body", "resolve_route", "services_of"]
+__all__ = ["authenticate", "load_routes", "read_body", "resolve_route", "services_of", "services_of_app"]
 
 T = TypeVar("T")
 _MAX_KEY_LENGTH = 512
 
 
-def services_of(request: Request) -> Services:
-    state = request.app.state
+def services_of_app(app: Any) -> Services:
+    state = app.state
     services = getattr(state, "services", None)
     if services is None:
         services = state.services = state.services_factory()
     return services
+
+
+def services_of(request: Request) -> Services:
+    return services_of_app(request.app)
 
 
 async def _store_call(function: Callable[..., T], *args: Any) -> T:
@@ -62,7 +67,11 @@ async def authenticate(request: Request) -> KeyRecord:
     record = keys.cached(key)
     if record is ExpiringCache.MISSING:
         record = await _store_call(keys.lookup, key)
-    return check_active(record)  # type: ignore[arg-type]
+    record = check_active(record)  # type: ignore[arg-type]
+    outcome = outcome_of(request)
+    if outcome is not None:
+        outcome.key_id, outcome.account = record.key_id, record.account
+    return record
 
 
 async def read_body(request: Request, limit: int) -> bytes:

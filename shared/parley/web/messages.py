@@ -13,9 +13,11 @@ from ..core.request import messages_to_chat, prompt_to_chat_messages, tools_to_c
 from ..core.response import AnswerContext, chat_to_message
 from ..core.tokens import estimate_prompt_tokens
 from ..io.keys import KeyRecord
+from ..telemetry import worker_label
 from .dependencies import authenticate, read_body, resolve_route, services_of
+from .middleware import outcome_of
 from .responses import json_response
-from .streaming import stream_answer
+from .streaming import note_usage, stream_answer
 
 __all__ = ["router"]
 
@@ -30,6 +32,13 @@ async def create_message(request: Request, key: KeyRecord = Depends(authenticate
     services = services_of(request)
     message_request = parse_messages_request(await read_body(request, services.settings.max_body_bytes))
     worker = (await resolve_route(request, message_request.model)).worker
+    outcome = outcome_of(request)
+    if outcome is not None:
+        outcome.model, outcome.worker, outcome.stream = (
+            message_request.model,
+            worker_label(worker.base_url),
+            bool(message_request.stream),
+        )
     chat = messages_to_chat(message_request, worker.limits)
     context = AnswerContext(
         model=message_request.model,
@@ -46,11 +55,14 @@ async def create_message(request: Request, key: KeyRecord = Depends(authenticate
         if opening.done() and opening.exception() is not None:
             raise opening.exception()  # type: ignore[misc]
         return StreamingResponse(
-            stream_answer(opening, context, services.settings.ping_seconds),
+            stream_answer(opening, context, services.settings.ping_seconds, outcome),
             media_type="text/event-stream; charset=utf-8",
             headers=_SSE_HEADERS,
         )
-    return json_response(chat_to_message(await services.worker.complete(worker, chat), context))
+    message = chat_to_message(await services.worker.complete(worker, chat), context)
+    if outcome is not None:
+        note_usage(outcome, message["usage"])
+    return json_response(message)
 
 
 @router.post("/v1/messages/count_tokens")

@@ -1,15 +1,24 @@
-"""Request ids on every response (`request-id` and `x-request-id`)."""
+"""Per-request context: the request id on every response, and the request's outcome recorded
+once, before the response's last byte (after it, Lambda may freeze the process)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..core.ids import new_request_id
+from ..telemetry import RequestOutcome
 
-__all__ = ["RequestIdMiddleware"]
+__all__ = ["RequestContextMiddleware", "outcome_of"]
+
+_OBSERVED_PREFIX = "/v1/"
 
 
-class RequestIdMiddleware:
+def outcome_of(request: Any) -> RequestOutcome | None:
+    return getattr(request.state, "outcome", None)
+
+
+class RequestContextMiddleware:
     def __init__(self, app: Any) -> None:
         self.app = app
 
@@ -18,12 +27,38 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         encoded = request_id.encode()
+        outcome = None
+        if scope["path"].startswith(_OBSERVED_PREFIX):
+            outcome = state["outcome"] = RequestOutcome(request_id, scope["method"], scope["path"])
 
-        async def send_with_request_id(message: dict[str, Any]) -> None:
+        def record() -> None:
+            nonlocal outcome
+            if outcome is not None:
+                outcome.finished = time.perf_counter()
+                from .dependencies import services_of_app
+
+                services_of_app(scope["app"]).telemetry.record(outcome)
+                outcome = None
+
+        async def send_with_context(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), (b"request-id", encoded), (b"x-request-id", encoded)]
+                if outcome is not None:
+                    outcome.status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                record()
             await send(message)
 
-        await self.app(scope, receive, send_with_request_id)
+        try:
+            await self.app(scope, receive, send_with_context)
+        except Exception:
+            if outcome is not None and not outcome.status:
+                outcome.status, outcome.error_type = 500, "api_error"
+            raise
+        finally:
+            if outcome is not None and outcome.status:
+                outcome.client_disconnected = True
+            record()

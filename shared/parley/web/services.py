@@ -9,6 +9,7 @@ from ..io.keys import KeyStore
 from ..io.routes import RouteStore
 from ..io.worker import WorkerClient, new_http_client
 from ..settings import Settings
+from ..telemetry import Telemetry
 
 __all__ = ["Services"]
 
@@ -19,9 +20,10 @@ class Services:
     keys: KeyStore
     routes: RouteStore
     worker: WorkerClient
+    telemetry: Telemetry
 
     @classmethod
-    def build(cls, settings: Settings, dynamodb: Any) -> "Services":
+    def build(cls, settings: Settings, dynamodb: Any, telemetry: Telemetry | None = None) -> "Services":
         return cls(
             settings=settings,
             keys=KeyStore(dynamodb, settings.keys_table, settings.key_cache_seconds),
@@ -31,6 +33,7 @@ class Services:
                     settings.worker_connect_seconds, settings.worker_read_seconds, settings.worker_max_connections
                 )
             ),
+            telemetry=telemetry or Telemetry(),
         )
 
     @classmethod
