@@ -3,7 +3,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: dev test format install clean
+SAM_VENV := .venv-sam
+SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PIP="$(CURDIR)/$(BIN)/python -m pip" $(SAM_VENV)/bin/sam
+
+.PHONY: dev test format install check-stack clean
 
 ## make dev: Parley on http://127.0.0.1:8080 with an embedded DynamoDB (prints a dev key)
 dev: $(STAMP)
@@ -31,5 +34,15 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+## make check-stack: lint template.yaml and run sam build (no Docker, no AWS account needed)
+check-stack: $(STAMP) $(SAM_VENV)/.installed
+	$(SAM) validate --lint
+	$(SAM) build
+
+$(SAM_VENV)/.installed: requirements-sam.txt
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache build *.egg-info shared/*.egg-info
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam node_modules .pytest_cache build *.egg-info shared/*.egg-info

@@ -12,19 +12,20 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import boto3
 import httpx
 import uvicorn
 from moto.server import ThreadedMotoServer
+
 from parley.io.routes import Route
 from parley.io.tables import create_tables
 from parley.settings import Settings
 from parley.web.app import create_app
 from parley.web.services import Services
 
-__all__ = ["AWS_ENV", "RunningParley", "embedded_dynamodb", "free_port", "parley_stack", "serve"]
+__all__ = ["AWS_ENV", "RunningParley", "embedded_dynamodb", "free_port", "parley_stack", "serve", "wait_until_healthy"]
 
 # Dummy credentials: moto accepts anything, and botocore must never find real ones.
 AWS_ENV = {
@@ -63,6 +64,20 @@ def embedded_dynamodb() -> Iterator[Any]:
                 os.environ[name] = value
 
 
+def wait_until_healthy(url: str, is_alive: Callable[[], bool], seconds: float = 15.0) -> None:
+    """Wait until GET {url}/health answers 200; fail if the server dies or takes too long."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or not is_alive():
+            raise RuntimeError(f"nothing healthy came up on {url}")
+        time.sleep(0.05)
+
+
 @contextmanager
 def serve(app: Any, name: str = "parley-uvicorn", startup_seconds: float = 15.0) -> Iterator[str]:
     """Serve an ASGI app under uvicorn in a daemon thread on a free port; yields its base URL
@@ -73,16 +88,7 @@ def serve(app: Any, name: str = "parley-uvicorn", startup_seconds: float = 15.0)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + startup_seconds
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError(f"Parley did not come up under uvicorn on {url}")
-            time.sleep(0.05)
+        wait_until_healthy(url, thread.is_alive, startup_seconds)
         yield url
     finally:
         server.should_exit = True

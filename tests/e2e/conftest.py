@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+
 from parley.io.routes import Route, Worker
 from parley.settings import Settings
-
 from tests.fakeworker import FakeWorker
 from tests.stack import RunningParley, embedded_dynamodb, parley_stack
 

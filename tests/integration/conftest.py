@@ -11,9 +11,9 @@ from typing import Iterator
 import anthropic
 import httpx
 import pytest
+
 from parley.io.routes import Route, Worker
 from parley.settings import Settings
-
 from tests.fakeworker import FakeWorker
 from tests.stack import RunningParley, embedded_dynamodb, free_port, parley_stack
 

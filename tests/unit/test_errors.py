@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from parley.core.errors import error_body, worker_error
 
+from parley.core.errors import error_body, worker_error
 from tests.vectors.loader import VECTORS
 
 CASES = json.loads((VECTORS / "worker_errors.json").read_text())["cases"]

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from parley.core.anthropic_types import parse_messages_request
 from parley.core.errors import InvalidRequestError
 from parley.core.request import WorkerLimits, messages_to_chat
-
 from tests.vectors.loader import check_expected, load, vector_params
 
 

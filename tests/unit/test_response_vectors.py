@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from parley.core.errors import ParleyError
 from parley.core.response import chat_to_message
-
 from tests.vectors.loader import check_expected, context_of, load, vector_params
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from parley.core.errors import ApiError
 from parley.core.sse import SSEDecoder, encode_event
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from parley.core.response import AnswerContext, chat_to_message
 from parley.core.stream import WorkerSSETranslator
-
 from tests.anthropic_stream import accumulate, assert_well_formed
 from tests.vectors.loader import check_expected, context_of, load, vector_params
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from parley.core.response import AnswerContext
 
 VECTORS = Path(__file__).parent

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -13,20 +12,7 @@ import orjson
 from ..core.request import WorkerLimits
 from .expiring import ExpiringCache
 
-__all__ = ["Route", "RouteStore", "Worker", "match_route", "resolve_secret"]
-
-
-def resolve_secret(reference: str | None) -> str | None:
-    """A worker key from its reference; only references are stored, never the key.
-
-    `env:NAME` reads the environment variable NAME.
-    """
-    if not reference:
-        return None
-    kind, _, name = reference.partition(":")
-    if kind == "env":
-        return os.environ.get(name) or None
-    raise ValueError(f"unsupported secret reference kind {kind!r}")
+__all__ = ["Route", "RouteStore", "Worker", "match_route"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,8 @@ from ..core.errors import (
     ParleyError,
     worker_error,
 )
-from .routes import Worker, resolve_secret
+from .routes import Worker
+from .secrets import SecretResolver
 
 __all__ = ["WorkerClient", "WorkerStream", "new_http_client"]
 
@@ -48,14 +49,6 @@ def _translate_transport_errors() -> Iterator[None]:
         raise ApiError("The connection to the worker for this model failed.", should_retry=True) from None
 
 
-def _headers(worker: Worker) -> dict[str, str]:
-    headers = {"content-type": "application/json", "accept": "application/json"}
-    api_key = resolve_secret(worker.api_key_ref)
-    if api_key:
-        headers["authorization"] = f"Bearer {api_key}"
-    return headers
-
-
 def _error_from(response: httpx.Response, body: bytes) -> ParleyError:
     try:
         parsed: Any = orjson.loads(body)
@@ -80,13 +73,23 @@ class WorkerStream:
 
 
 class WorkerClient:
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx.AsyncClient, secrets: SecretResolver | None = None) -> None:
         self._http = http
+        self._secrets = secrets or SecretResolver()
+
+    async def _headers(self, worker: Worker, accept: str = "application/json") -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": accept}
+        api_key = await self._secrets.resolve(worker.api_key_ref)
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        return headers
 
     async def complete(self, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
         with _translate_transport_errors():
             response = await self._http.post(
-                worker.base_url.rstrip("/") + "/chat/completions", content=orjson.dumps(body), headers=_headers(worker)
+                worker.base_url.rstrip("/") + "/chat/completions",
+                content=orjson.dumps(body),
+                headers=await self._headers(worker),
             )
         if response.status_code != 200:
             raise _error_from(response, response.content)
@@ -104,7 +107,7 @@ class WorkerClient:
             "POST",
             worker.base_url.rstrip("/") + "/chat/completions",
             content=orjson.dumps(body),
-            headers={**_headers(worker), "accept": "text/event-stream"},
+            headers=await self._headers(worker, accept="text/event-stream"),
         )
         with _translate_transport_errors():
             response = await self._http.send(request, stream=True)

@@ -1,0 +1,50 @@
+"""Worker API keys from their references; routes store references, never keys.
+
+    env:NAME                    the environment variable NAME (local stacks)
+    secretsmanager:ARN_OR_NAME  an AWS Secrets Manager secret's string
+
+Values are cached per instance (`cache_seconds`) and fetched off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from ..core.errors import ApiError
+from .expiring import ExpiringCache
+
+__all__ = ["SecretResolver"]
+
+
+class SecretResolver:
+    def __init__(self, cache_seconds: float = 300.0, secretsmanager: Any = None) -> None:
+        self._cache: ExpiringCache[str | None] = ExpiringCache(cache_seconds)
+        self._secretsmanager = secretsmanager
+
+    async def resolve(self, reference: str | None) -> str | None:
+        if not reference:
+            return None
+        kind, _, name = reference.partition(":")
+        if kind == "env":
+            return os.environ.get(name) or None
+        if kind != "secretsmanager":
+            raise ApiError(f"The route's worker key reference kind {kind!r} is not supported.")
+        value = self._cache.get(reference)
+        if value is ExpiringCache.MISSING:
+            value = await asyncio.to_thread(self._fetch, name)
+            self._cache.put(reference, value)
+        return value  # type: ignore[return-value]
+
+    def _fetch(self, secret_id: str) -> str | None:
+        if self._secretsmanager is None:
+            import boto3
+
+            self._secretsmanager = boto3.client("secretsmanager")
+        try:
+            return self._secretsmanager.get_secret_value(SecretId=secret_id).get("SecretString") or None
+        except Exception as exc:  # botocore's errors: the operator must see which secret failed
+            raise ApiError(
+                f"The worker's API key could not be read from Secrets Manager ({type(exc).__name__})."
+            ) from None
