@@ -111,7 +111,7 @@ def parley_stack(
     key_name: str = "test",
 ) -> Iterator[RunningParley]:
     """Create the tables, seed `routes` and one API key, and serve Parley."""
-    create_tables(dynamodb, {"keys": settings.keys_table, "routes": settings.routes_table})
+    create_tables(dynamodb, settings.table_names)
     services = Services.build(settings, dynamodb)
     for route in routes:
         services.routes.put(route)

@@ -22,6 +22,12 @@ def _int(name: str, default: int) -> int:
 class Settings:
     keys_table: str = "parley-keys"
     routes_table: str = "parley-routes"
+    usage_table: str = "parley-usage"
+    usage_records_table: str = "parley-usage-records"
+    limits_table: str = "parley-limits"
+    accounts_table: str = "parley-accounts"
+    account_cache_seconds: float = 60.0
+    spend_cache_seconds: float = 10.0
     key_cache_seconds: float = 60.0
     route_cache_seconds: float = 30.0
     max_body_bytes: int = 32 * 1024 * 1024
@@ -30,12 +36,30 @@ class Settings:
     worker_read_seconds: float = 600.0
     worker_max_connections: int = 256
 
+    @property
+    def table_names(self) -> dict[str, str]:
+        """Each table's role (as in io.tables.TABLES) → its name."""
+        return {
+            "keys": self.keys_table,
+            "routes": self.routes_table,
+            "usage": self.usage_table,
+            "usage_records": self.usage_records_table,
+            "limits": self.limits_table,
+            "accounts": self.accounts_table,
+        }
+
     @classmethod
     def from_environment(cls) -> "Settings":
         defaults = cls()
         return cls(
             keys_table=os.environ.get("PARLEY_KEYS_TABLE", defaults.keys_table),
             routes_table=os.environ.get("PARLEY_ROUTES_TABLE", defaults.routes_table),
+            usage_table=os.environ.get("PARLEY_USAGE_TABLE", defaults.usage_table),
+            usage_records_table=os.environ.get("PARLEY_USAGE_RECORDS_TABLE", defaults.usage_records_table),
+            limits_table=os.environ.get("PARLEY_LIMITS_TABLE", defaults.limits_table),
+            accounts_table=os.environ.get("PARLEY_ACCOUNTS_TABLE", defaults.accounts_table),
+            account_cache_seconds=_float("PARLEY_ACCOUNT_CACHE_SECONDS", defaults.account_cache_seconds),
+            spend_cache_seconds=_float("PARLEY_SPEND_CACHE_SECONDS", defaults.spend_cache_seconds),
             key_cache_seconds=_float("PARLEY_KEY_CACHE_SECONDS", defaults.key_cache_seconds),
             route_cache_seconds=_float("PARLEY_ROUTE_CACHE_SECONDS", defaults.route_cache_seconds),
             max_body_bytes=_int("PARLEY_MAX_BODY_BYTES", defaults.max_body_bytes),

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .core.metering import Prices
+
 __all__ = ["RequestOutcome", "Telemetry", "worker_label"]
 
 NAMESPACE = "Parley"
@@ -44,6 +46,9 @@ class RequestOutcome:
     first_token_at: float | None = None
     finished: float | None = None
     client_disconnected: bool = False
+    prices: Prices = field(default_factory=Prices, repr=False)
+    allowances: list[Any] = field(default_factory=list, repr=False)
+    estimated_tokens: int = 0
 
     @property
     def latency_ms(self) -> float:
@@ -57,7 +62,7 @@ class RequestOutcome:
 
     def to_log(self) -> dict[str, Any]:
         fields = asdict(self)
-        for name in ("started", "first_token_at", "finished"):
+        for name in ("started", "first_token_at", "finished", "prices", "allowances", "estimated_tokens"):
             fields.pop(name)
         fields["latency_ms"] = self.latency_ms
         fields["time_to_first_token_ms"] = self.time_to_first_token_ms

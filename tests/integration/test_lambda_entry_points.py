@@ -38,7 +38,7 @@ def sse_events(body: str) -> list[tuple[str, dict]]:
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 EVENT_KEY = "sk-parley-events-0000000000000000"
-TABLES = {"keys": "lambda-keys", "routes": "lambda-routes"}
+TABLES = {role: f"lambda-{role}" for role in ("keys", "routes", "usage", "limits", "accounts")}
 CONTEXT = SimpleNamespace(aws_request_id="b1946ac9-2e2f-4f68-b1e4-lambda", function_name="parley-api")
 
 
@@ -59,8 +59,7 @@ def lambda_environment(dynamodb, worker) -> Iterator[dict[str, str]]:
     KeyStore(dynamodb, TABLES["keys"]).create(account="events", name="events", key=EVENT_KEY)
     environment = {
         "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.meta.endpoint_url,
-        "PARLEY_KEYS_TABLE": TABLES["keys"],
-        "PARLEY_ROUTES_TABLE": TABLES["routes"],
+        **{f"PARLEY_{role.upper()}_TABLE": name for role, name in TABLES.items()},
     }
     saved = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from ..core.errors import AuthenticationError
+from ..core.metering import Limits
+from .accounts import limits_from_item, limits_to_item
 from .expiring import ExpiringCache
 
 __all__ = ["KEY_PREFIX", "KeyRecord", "KeyStore", "check_active", "hash_key"]
@@ -27,6 +30,13 @@ class KeyRecord:
     name: str
     status: str
     created_at: str
+    key_hash: str = ""
+    expires_at: str | None = None
+    allowed_models: tuple[str, ...] = ()
+    limits: Limits = Limits()
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and datetime.fromisoformat(self.expires_at) <= now
 
 
 def _record(item: dict[str, Any]) -> KeyRecord:
@@ -36,6 +46,10 @@ def _record(item: dict[str, Any]) -> KeyRecord:
         name=item.get("name", {}).get("S", ""),
         status=item["status"]["S"],
         created_at=item.get("created_at", {}).get("S", ""),
+        key_hash=item["key_hash"]["S"],
+        expires_at=item["expires_at"]["S"] if "expires_at" in item else None,
+        allowed_models=tuple(item.get("allowed_models", {}).get("SS", ())),
+        limits=limits_from_item(item),
     )
 
 
@@ -50,8 +64,17 @@ class KeyStore:
         self._table = table
         self._cache: ExpiringCache[KeyRecord | None] = ExpiringCache(cache_seconds)
 
-    def create(self, account: str, name: str, key: str | None = None) -> tuple[str, KeyRecord]:
-        """A new key (shown once: only its hash is stored)."""
+    def create(
+        self,
+        account: str,
+        name: str,
+        key: str | None = None,
+        *,
+        limits: Limits = Limits(),
+        allowed_models: tuple[str, ...] = (),
+        expires_at: str | None = None,
+    ) -> tuple[str, KeyRecord]:
+        """A new key with 256 bits of entropy (shown once: only its SHA-256 is stored)."""
         key = key or KEY_PREFIX + secrets.token_urlsafe(32)
         record = KeyRecord(
             key_id="key_" + secrets.token_hex(8),
@@ -59,18 +82,25 @@ class KeyStore:
             name=name,
             status="active",
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            key_hash=hash_key(key),
+            expires_at=expires_at,
+            allowed_models=allowed_models,
+            limits=limits,
         )
-        self._dynamodb.put_item(
-            TableName=self._table,
-            Item={
-                "key_hash": {"S": hash_key(key)},
-                "key_id": {"S": record.key_id},
-                "account": {"S": record.account},
-                "name": {"S": record.name},
-                "status": {"S": record.status},
-                "created_at": {"S": record.created_at},
-            },
-        )
+        item: dict[str, Any] = {
+            "key_hash": {"S": record.key_hash},
+            "key_id": {"S": record.key_id},
+            "account": {"S": record.account},
+            "name": {"S": record.name},
+            "status": {"S": record.status},
+            "created_at": {"S": record.created_at},
+            **limits_to_item(limits),
+        }
+        if expires_at:
+            item["expires_at"] = {"S": expires_at}
+        if allowed_models:
+            item["allowed_models"] = {"SS": sorted(set(allowed_models))}
+        self._dynamodb.put_item(TableName=self._table, Item=item)
         return key, record
 
     def cached(self, key: str) -> KeyRecord | None | object:
@@ -112,7 +142,12 @@ class KeyStore:
         return False
 
 
-def check_active(record: KeyRecord | None) -> KeyRecord:
-    if record is None or record.status != "active":
+def check_active(record: KeyRecord | None, key: str) -> KeyRecord:
+    """The key's record if it may be used now. The stored hash is compared in constant time."""
+    if record is None or not hmac.compare_digest(record.key_hash, hash_key(key)):
         raise AuthenticationError("invalid x-api-key")
+    if record.status != "active":
+        raise AuthenticationError("This API key has been revoked.")
+    if record.expired(datetime.now(timezone.utc)):
+        raise AuthenticationError("This API key has expired.")
     return record

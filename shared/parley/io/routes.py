@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from ..core.metering import Prices
 from ..core.request import WorkerLimits
 from .expiring import ExpiringCache
 
@@ -45,6 +46,7 @@ class Route:
     workers: tuple[Worker, ...]
     aliases: tuple[str, ...] = ()
     display_name: str = ""
+    prices: Prices = Prices()
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     @property
@@ -59,6 +61,10 @@ def _route(item: dict[str, Any]) -> Route:
         aliases=tuple(item.get("aliases", {}).get("SS", ())),
         display_name=item.get("display_name", {}).get("S", ""),
         created_at=item.get("created_at", {}).get("S", ""),
+        prices=Prices(
+            input_per_mtok=float(item.get("input_usd_per_mtok", {}).get("N", 0)),
+            output_per_mtok=float(item.get("output_usd_per_mtok", {}).get("N", 0)),
+        ),
     )
 
 
@@ -76,6 +82,8 @@ class RouteStore:
             "workers": {"S": orjson.dumps([worker.to_json() for worker in route.workers]).decode()},
             "display_name": {"S": route.display_name or route.model},
             "created_at": {"S": route.created_at},
+            "input_usd_per_mtok": {"N": str(route.prices.input_per_mtok)},
+            "output_usd_per_mtok": {"N": str(route.prices.output_per_mtok)},
         }
         if route.aliases:
             item["aliases"] = {"SS": sorted(set(route.aliases))}

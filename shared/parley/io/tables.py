@@ -11,6 +11,25 @@ TABLES: dict[str, dict[str, Any]] = {
         "KeySchema": [{"AttributeName": "key_hash", "KeyType": "HASH"}],
         "AttributeDefinitions": [{"AttributeName": "key_hash", "AttributeType": "S"}],
     },
+    "usage": {
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        "AttributeDefinitions": [
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+    },
+    "usage_records": {
+        "KeySchema": [{"AttributeName": "request_id", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "request_id", "AttributeType": "S"}],
+    },
+    "limits": {
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+    },
+    "accounts": {
+        "KeySchema": [{"AttributeName": "account", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "account", "AttributeType": "S"}],
+    },
     "routes": {
         "KeySchema": [{"AttributeName": "model", "KeyType": "HASH"}],
         "AttributeDefinitions": [{"AttributeName": "model", "AttributeType": "S"}],
@@ -19,7 +38,7 @@ TABLES: dict[str, dict[str, Any]] = {
 
 
 def create_tables(dynamodb: Any, names: dict[str, str]) -> None:
-    """Create each table that does not exist yet. `names` maps "keys"/"routes" to table names."""
+    """Create each table that does not exist yet. `names` maps a role in TABLES to a table name."""
     existing = set(dynamodb.list_tables().get("TableNames", []))
     for role, name in names.items():
         if name in existing:

@@ -64,7 +64,7 @@ class DevStack:
 
 
 def seed(dynamodb: object, settings: Settings, worker: Worker, model: str, dev_key: str | None, demo: bool) -> DevStack:
-    create_tables(dynamodb, {"keys": settings.keys_table, "routes": settings.routes_table})
+    create_tables(dynamodb, settings.table_names)
     routes = RouteStore(dynamodb, settings.routes_table)
     routes.put(Route(model=model, workers=(worker,), aliases=CLAUDE_ALIASES, display_name=model))
     key, _ = KeyStore(dynamodb, settings.keys_table).create(account="dev", name="dev key", key=dev_key)

@@ -20,7 +20,7 @@ from ..io.routes import Route, match_route
 from .middleware import outcome_of
 from .services import Services
 
-__all__ = ["authenticate", "load_routes", "read_body", "resolve_route", "services_of", "services_of_app"]
+__all__ = ["store_call", "authenticate", "load_routes", "read_body", "resolve_route", "services_of", "services_of_app"]
 
 T = TypeVar("T")
 _MAX_KEY_LENGTH = 512
@@ -38,7 +38,7 @@ def services_of(request: Request) -> Services:
     return services_of_app(request.app)
 
 
-async def _store_call(function: Callable[..., T], *args: Any) -> T:
+async def store_call(function: Callable[..., T], *args: Any) -> T:
     try:
         return await run_in_threadpool(function, *args)
     except (BotoCoreError, ClientError) as exc:
@@ -66,8 +66,8 @@ async def authenticate(request: Request) -> KeyRecord:
     keys = services_of(request).keys
     record = keys.cached(key)
     if record is ExpiringCache.MISSING:
-        record = await _store_call(keys.lookup, key)
-    record = check_active(record)  # type: ignore[arg-type]
+        record = await store_call(keys.lookup, key)
+    record = check_active(record, key)  # type: ignore[arg-type]
     outcome = outcome_of(request)
     if outcome is not None:
         outcome.key_id, outcome.account = record.key_id, record.account
@@ -93,7 +93,7 @@ async def load_routes(request: Request) -> tuple[Route, ...]:
     routes_store = services_of(request).routes
     routes = routes_store.cached()
     if routes is ExpiringCache.MISSING:
-        routes = await _store_call(routes_store.load)
+        routes = await store_call(routes_store.load)
     return routes  # type: ignore[return-value]
 
 

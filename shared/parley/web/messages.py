@@ -14,6 +14,7 @@ from ..core.response import AnswerContext, chat_to_message
 from ..core.tokens import estimate_prompt_tokens
 from ..io.keys import KeyRecord
 from ..telemetry import worker_label
+from .accounting import admit
 from .dependencies import authenticate, read_body, resolve_route, services_of
 from .middleware import outcome_of
 from .responses import json_response
@@ -31,7 +32,8 @@ _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 async def create_message(request: Request, key: KeyRecord = Depends(authenticate)) -> Response:
     services = services_of(request)
     message_request = parse_messages_request(await read_body(request, services.settings.max_body_bytes))
-    worker = (await resolve_route(request, message_request.model)).worker
+    route = await resolve_route(request, message_request.model)
+    worker = route.worker
     outcome = outcome_of(request)
     if outcome is not None:
         outcome.model, outcome.worker, outcome.stream = (
@@ -47,6 +49,7 @@ async def create_message(request: Request, key: KeyRecord = Depends(authenticate
         thinking=message_request.thinking_enabled,
         stop_sequences=tuple(message_request.stop_sequences or ()),
     )
+    await admit(request, services, key, route, context.input_tokens_estimate)
     if message_request.stream:
         # A worker that refuses at once gets a plain HTTP error; one that is slow to answer
         # gets the stream started (and pinged) so clients and proxies do not time out.

@@ -34,22 +34,28 @@ class RequestContextMiddleware:
         if scope["path"].startswith(_OBSERVED_PREFIX):
             outcome = state["outcome"] = RequestOutcome(request_id, scope["method"], scope["path"])
 
-        def record() -> None:
+        async def finish() -> None:
             nonlocal outcome
             if outcome is not None:
-                outcome.finished = time.perf_counter()
+                finished, outcome = outcome, None
+                finished.finished = time.perf_counter()
+                from .accounting import settle
                 from .dependencies import services_of_app
 
-                services_of_app(scope["app"]).telemetry.record(outcome)
-                outcome = None
+                services = services_of_app(scope["app"])
+                await settle(services, finished)
+                services.telemetry.record(finished)
 
         async def send_with_context(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), (b"request-id", encoded), (b"x-request-id", encoded)]
+                extra = [(b"request-id", encoded), (b"x-request-id", encoded)]
+                for name, value in state.get("response_headers", {}).items():
+                    extra.append((name.encode(), value.encode()))
+                message["headers"] = [*message.get("headers", ()), *extra]
                 if outcome is not None:
                     outcome.status = message["status"]
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                record()
+                await finish()
             await send(message)
 
         try:
@@ -61,4 +67,4 @@ class RequestContextMiddleware:
         finally:
             if outcome is not None and outcome.status:
                 outcome.client_disconnected = True
-            record()
+            await finish()

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..io.accounts import AccountStore
 from ..io.keys import KeyStore
+from ..io.limits import RateLimiter
 from ..io.routes import RouteStore
+from ..io.usage import UsageStore
 from ..io.worker import WorkerClient, new_http_client
 from ..settings import Settings
 from ..telemetry import Telemetry
@@ -21,6 +24,9 @@ class Services:
     routes: RouteStore
     worker: WorkerClient
     telemetry: Telemetry
+    accounts: AccountStore
+    limits: RateLimiter
+    usage: UsageStore
 
     @classmethod
     def build(cls, settings: Settings, dynamodb: Any, telemetry: Telemetry | None = None) -> "Services":
@@ -34,6 +40,14 @@ class Services:
                 )
             ),
             telemetry=telemetry or Telemetry(),
+            accounts=AccountStore(dynamodb, settings.accounts_table, settings.account_cache_seconds),
+            limits=RateLimiter(dynamodb, settings.limits_table),
+            usage=UsageStore(
+                dynamodb,
+                settings.usage_table,
+                settings.usage_records_table,
+                spend_cache_seconds=settings.spend_cache_seconds,
+            ),
         )
 
     @classmethod

@@ -1,0 +1,124 @@
+"""Usage, cost and rate-limit arithmetic: plain data in, plain data out.
+
+Money is counted in integer micro-dollars (1 USD = 1,000,000), so sums never drift.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+__all__ = [
+    "Limits",
+    "Prices",
+    "UsageEvent",
+    "Window",
+    "cost_micros",
+    "day_of",
+    "month_of",
+    "usd",
+    "window_at",
+]
+
+MICROS_PER_USD = 1_000_000
+WINDOW_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """USD per million tokens, per route."""
+
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+
+def cost_micros(prices: Prices, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0) -> int:
+    """What a request costs; cached prompt tokens are billed as input tokens."""
+    tokens_in = input_tokens + cache_read_tokens
+    return round(tokens_in * prices.input_per_mtok + output_tokens * prices.output_per_mtok)
+
+
+def usd(micros: int) -> float:
+    return micros / MICROS_PER_USD
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per key or per account; None means unlimited."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    monthly_spend_usd: float | None = None
+
+    @property
+    def any_rate(self) -> bool:
+        return self.requests_per_minute is not None or self.tokens_per_minute is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A fixed one-minute rate-limit window."""
+
+    start: int
+
+    @property
+    def end(self) -> int:
+        return self.start + WINDOW_SECONDS
+
+    def retry_after(self, now: float) -> int:
+        return max(1, math.ceil(self.end - now))
+
+    def reset_rfc3339(self) -> str:
+        return datetime.fromtimestamp(self.end, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def window_at(now: float) -> Window:
+    return Window(int(now) // WINDOW_SECONDS * WINDOW_SECONDS)
+
+
+def day_of(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, timezone.utc).strftime("%Y-%m-%d")
+
+
+def month_of(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, timezone.utc).strftime("%Y-%m")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One request's usage: what is metered, exactly once, keyed by the request id."""
+
+    request_id: str
+    at: float
+    key_id: str
+    account: str
+    model: str
+    worker: str
+    status: int
+    stream: bool
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cost_micros: int = 0
+    latency_ms: float = 0.0
+    time_to_first_token_ms: float | None = None
+    error_type: str | None = None
+    client_disconnected: bool = False
+
+    def aggregate_keys(self) -> list[tuple[str, str]]:
+        """(partition, sort) of every aggregate this event adds to. Per key and per account: the day,
+        the day per model (sort key day#D#model#M, so one query returns both) and the month (what
+        spend caps read); per model: the day."""
+        day, month = f"day#{day_of(self.at)}", f"month#{month_of(self.at)}"
+        by_model = f"{day}#model#{self.model}"
+        key, account = f"key#{self.key_id}", f"account#{self.account}"
+        return [
+            (key, day),
+            (key, by_model),
+            (key, month),
+            (account, day),
+            (account, by_model),
+            (account, month),
+            (f"model#{self.model}", day),
+        ]

@@ -1,0 +1,101 @@
+"""Admission before a worker is called (allowed models, monthly spend, rate limits), and metering
+once the request has ended (exactly once, before the response's last byte)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from starlette.requests import Request
+
+from ..core.errors import InvalidRequestError, PermissionDeniedError
+from ..core.metering import MICROS_PER_USD, UsageEvent, cost_micros
+from ..io.expiring import ExpiringCache
+from ..io.keys import KeyRecord
+from ..io.limits import rate_limit_headers
+from ..io.routes import Route
+from ..io.usage import MeteringError
+from ..telemetry import RequestOutcome
+from .dependencies import store_call
+from .middleware import outcome_of
+from .services import Services
+
+__all__ = ["admit", "settle", "usage_event"]
+
+logger = logging.getLogger("parley.metering")
+
+
+def _whose(scope: str) -> str:
+    return "this API key's" if scope.startswith("key#") else "this account's"
+
+
+async def admit(request: Request, services: Services, key: KeyRecord, route: Route, estimated_tokens: int) -> None:
+    if key.allowed_models and route.model not in key.allowed_models:
+        raise PermissionDeniedError(f"This API key is not allowed to use the model {route.model}.")
+    account = services.accounts.cached(key.account)
+    if account is ExpiringCache.MISSING:
+        account = await store_call(services.accounts.get, key.account)
+    scopes = [(f"key#{key.key_id}", key.limits), (f"account#{key.account}", account.limits)]  # type: ignore[union-attr]
+    now = time.time()
+    for scope, limits in scopes:
+        if limits.monthly_spend_usd is not None:
+            spent = await store_call(services.usage.month_spend_micros, scope, now)
+            if spent >= limits.monthly_spend_usd * MICROS_PER_USD:
+                # Anthropic's own wording, which clients such as Claude Code recognise.
+                raise InvalidRequestError(
+                    f"Your credit balance is too low to access this API: {_whose(scope)} monthly spend "
+                    f"limit of ${limits.monthly_spend_usd:,.2f} is reached."
+                )
+    allowances = []
+    if any(limits.any_rate for _, limits in scopes):
+        allowances = await store_call(services.limits.acquire, scopes, estimated_tokens, now)
+    outcome = outcome_of(request)
+    if outcome is not None:
+        outcome.prices, outcome.allowances, outcome.estimated_tokens = route.prices, allowances, estimated_tokens
+    if allowances:
+        request.state.response_headers = rate_limit_headers(allowances[0])
+
+
+def usage_event(outcome: RequestOutcome) -> UsageEvent | None:
+    """What is metered: every request that was authenticated and routed, failed ones included."""
+    if not (outcome.key_id and outcome.account and outcome.model):
+        return None
+    return UsageEvent(
+        request_id=outcome.request_id,
+        at=time.time(),
+        key_id=outcome.key_id,
+        account=outcome.account,
+        model=outcome.model,
+        worker=outcome.worker or "",
+        status=outcome.status,
+        stream=outcome.stream,
+        input_tokens=outcome.input_tokens,
+        output_tokens=outcome.output_tokens,
+        cache_read_input_tokens=outcome.cache_read_input_tokens,
+        cost_micros=cost_micros(
+            outcome.prices, outcome.input_tokens, outcome.output_tokens, outcome.cache_read_input_tokens
+        ),
+        latency_ms=outcome.latency_ms,
+        time_to_first_token_ms=outcome.time_to_first_token_ms,
+        error_type=outcome.error_type,
+        client_disconnected=outcome.client_disconnected,
+    )
+
+
+def _write(services: Services, outcome: RequestOutcome, event: UsageEvent) -> None:
+    services.usage.record(event)
+    used = event.input_tokens + event.cache_read_input_tokens + event.output_tokens
+    for allowance in outcome.allowances:
+        services.limits.adjust(allowance, tokens=used - outcome.estimated_tokens)
+
+
+async def settle(services: Services, outcome: RequestOutcome) -> None:
+    event = usage_event(outcome)
+    if event is None:
+        return
+    try:
+        await asyncio.to_thread(_write, services, outcome, event)
+    except (MeteringError, Exception):
+        # The log line carries the whole event, so it can be replayed: usage is never silently lost.
+        logger.exception("metering failed; usage event follows: %s", event)
