@@ -36,12 +36,22 @@ def _keys(args: argparse.Namespace) -> int:
 
     store = KeyStore(_dynamodb(), Settings.from_environment().keys_table)
     if args.keys_command == "create":
-        key, record = store.create(account=args.account, name=args.name)
+        key, record = store.create(
+            account=args.account,
+            name=args.name,
+            limits=_limits(args),
+            allowed_models=tuple(args.model or ()),
+            expires_at=args.expires,
+        )
         print(f"key id:  {record.key_id}\naccount: {record.account}\nkey:     {key}")
         print("(shown once: only its hash is stored)")
     elif args.keys_command == "list":
-        rows = [[r.key_id, r.account, r.name, r.status, r.created_at] for r in store.list()]
-        print(_table(rows, ["KEY ID", "ACCOUNT", "NAME", "STATUS", "CREATED"]))
+        rows = [
+            [r.key_id, r.account, r.name, r.status, r.created_at, r.expires_at or "", ",".join(r.allowed_models),
+             _describe_limits(r.limits)]
+            for r in store.list()
+        ]  # fmt: skip
+        print(_table(rows, ["KEY ID", "ACCOUNT", "NAME", "STATUS", "CREATED", "EXPIRES", "MODELS", "LIMITS"]))
     elif args.keys_command == "revoke":
         if not store.revoke(args.key_id):
             print(f"no key with id {args.key_id}", file=sys.stderr)
@@ -50,7 +60,101 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _limits(args: argparse.Namespace) -> Any:
+    from .core.metering import Limits
+
+    return Limits(requests_per_minute=args.rpm, tokens_per_minute=args.tpm, monthly_spend_usd=args.monthly_spend)
+
+
+def _describe_limits(limits: Any) -> str:
+    parts = []
+    if limits.requests_per_minute is not None:
+        parts.append(f"{limits.requests_per_minute} rpm")
+    if limits.tokens_per_minute is not None:
+        parts.append(f"{limits.tokens_per_minute} tpm")
+    if limits.monthly_spend_usd is not None:
+        parts.append(f"${limits.monthly_spend_usd:,.2f}/month")
+    return ", ".join(parts)
+
+
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rpm", type=int, help="requests per minute")
+    parser.add_argument("--tpm", type=int, help="input+output tokens per minute")
+    parser.add_argument("--monthly-spend", type=float, help="USD per calendar month (UTC)")
+
+
+def _accounts(args: argparse.Namespace) -> int:
+    from .io.accounts import AccountRecord, AccountStore
+
+    store = AccountStore(_dynamodb(), Settings.from_environment().accounts_table)
+    if args.accounts_command == "set":
+        store.put(AccountRecord(args.account, _limits(args)))
+        print(f"account {args.account}: {_describe_limits(_limits(args)) or 'no limits'}")
+    else:
+        print(_table([[r.account, _describe_limits(r.limits)] for r in store.list()], ["ACCOUNT", "LIMITS"]))
+    return 0
+
+
+def _usage_row(scope: str, row: dict[str, Any]) -> dict[str, Any]:
+    from .core.metering import usd
+
+    kind, _, name = scope.partition("#")
+    return {
+        kind: name,
+        "day": row["day"],
+        "model": name if kind == "model" else row["model"],
+        "requests": row["requests"],
+        "errors": row["errors"],
+        "input_tokens": row["input_tokens"],
+        "cache_read_input_tokens": row["cache_read_input_tokens"],
+        "output_tokens": row["output_tokens"],
+        "cost_usd": round(usd(row["cost_micros"]), 6),
+    }
+
+
+def _usage(args: argparse.Namespace) -> int:
+    import csv
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    from .io.keys import KeyStore
+    from .io.usage import UsageStore
+
+    settings = Settings.from_environment()
+    dynamodb = _dynamodb()
+    today = datetime.now(timezone.utc).date()
+    first = args.since or (today - timedelta(days=30)).isoformat()
+    last = args.until or today.isoformat()
+    if args.key:
+        scopes = [f"key#{args.key}"]
+    elif args.model:
+        scopes = [f"model#{args.model}"]
+    elif args.account:
+        scopes = [f"account#{args.account}"]
+    else:
+        scopes = [f"account#{a}" for a in sorted({r.account for r in KeyStore(dynamodb, settings.keys_table).list()})]
+    store = UsageStore(dynamodb, settings.usage_table, settings.usage_records_table)
+    rows = []
+    for scope in scopes:
+        for row in store.aggregates(scope, first, last):
+            if args.by_model != bool(row["model"]) and not scope.startswith("model#"):
+                continue
+            rows.append(_usage_row(scope, row))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["day"])
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        header = list(rows[0]) if rows else ["day", "requests", "input_tokens", "output_tokens", "cost_usd"]
+        cells = [["" if row.get(column) is None else str(row[column]) for column in header] for row in rows]
+        print(_table(cells, [h.upper() for h in header]))
+    return 0
+
+
 def _routes(args: argparse.Namespace) -> int:
+    from .core.metering import Prices
     from .io.routes import Route, RouteStore, Worker
 
     store = RouteStore(_dynamodb(), Settings.from_environment().routes_table)
@@ -63,6 +167,7 @@ def _routes(args: argparse.Namespace) -> int:
         )
         store.put(
             Route(
+                prices=Prices(args.input_price, args.output_price),
                 model=args.model,
                 workers=(worker,),
                 aliases=tuple(args.alias or ()),
@@ -113,6 +218,9 @@ def _parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create")
     create.add_argument("--account", required=True)
     create.add_argument("--name", default="")
+    create.add_argument("--model", action="append", help="a model this key may use (repeat; default: all)")
+    create.add_argument("--expires", help="expiry, ISO 8601 with offset (e.g. 2027-01-01T00:00:00+00:00)")
+    _add_limit_options(create)
     keys.add_parser("list")
     keys.add_parser("revoke").add_argument("key_id")
     for sub in (create, *keys.choices.values()):
@@ -127,10 +235,33 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--max-output-tokens", type=int)
     add.add_argument("--alias", action="append", help="a model-name pattern this route also answers (e.g. 'claude-*')")
     add.add_argument("--display-name")
+    add.add_argument("--input-price", type=float, default=0.0, help="USD per million input tokens")
+    add.add_argument("--output-price", type=float, default=0.0, help="USD per million output tokens")
     routes.add_parser("list")
     routes.add_parser("remove").add_argument("model")
     for sub in routes.choices.values():
         sub.set_defaults(run=_routes)
+    accounts = commands.add_parser("accounts", help="account limits").add_subparsers(
+        dest="accounts_command", required=True
+    )
+    account_set = accounts.add_parser("set")
+    account_set.add_argument("account")
+    _add_limit_options(account_set)
+    accounts.add_parser("list")
+    for sub in accounts.choices.values():
+        sub.set_defaults(run=_accounts)
+
+    usage = commands.add_parser("usage", help="usage per account, key or model and day")
+    usage.add_argument("--account")
+    usage.add_argument("--key", help="a key id (key_…)")
+    usage.add_argument("--model")
+    usage.add_argument("--since", help="first day, YYYY-MM-DD (default: 30 days ago)")
+    usage.add_argument("--until", help="last day, YYYY-MM-DD (default: today)")
+    usage.add_argument("--by-model", action="store_true", help="one row per model and day")
+    output = usage.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument("--csv", action="store_true")
+    usage.set_defaults(run=_usage)
     return parser
 
 

@@ -101,6 +101,11 @@ def run_dev() -> None:
     import boto3
 
     use_local_aws_defaults()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s parley %(message)s", "%H:%M:%S"))
+    parley_logger = logging.getLogger("parley")
+    parley_logger.addHandler(handler)
+    parley_logger.setLevel(logging.INFO)
     if not os.environ.get("AWS_ENDPOINT_URL_DYNAMODB"):
         start_embedded_dynamodb()
     settings = Settings.from_environment()

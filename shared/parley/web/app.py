@@ -17,7 +17,7 @@ from ..core.errors import (
     ParleyError,
     RequestTooLargeError,
 )
-from . import messages, models
+from . import messages, models, usage
 from .middleware import RequestContextMiddleware, outcome_of
 from .responses import error_response, json_response
 from .services import Services
@@ -77,6 +77,7 @@ def create_app(services_factory: Callable[[], Services] = Services.from_environm
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(messages.router)
     app.include_router(models.router)
+    app.include_router(usage.router)
 
     @app.get("/health")
     async def health() -> Response:
