@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+import logging
+import re
+from typing import Any, Iterator
 
 import pytest
 
@@ -22,3 +24,45 @@ def _fresh_worker(request: pytest.FixtureRequest) -> None:
     """Each test that uses the worker starts with an empty script queue and request log."""
     if "worker" in request.fixturenames:
         request.getfixturevalue("worker").reset()
+
+
+class _EveryLogRecord(logging.Handler):
+    """Keeps every log line the suite produces, to prove no key or key hash is ever logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        extra = {name: value for name, value in vars(record).items() if name not in _STANDARD_RECORD_FIELDS}
+        self.lines.append(f"{record.name} {text} {extra}")
+
+
+_STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_SECRETS = re.compile(r"sk-parley-[A-Za-z0-9_-]{6,}|sk-test-[A-Za-z0-9_-]+|\b[0-9a-f]{64}\b")
+_LOGS = _EveryLogRecord()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    logging.getLogger().addHandler(_LOGS)
+    logging.getLogger("parley").setLevel(logging.INFO)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leaks = [line for line in _LOGS.lines if _SECRETS.search(line)]
+    session.config.stash[_LEAKS] = leaks
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    leaks = config.stash.get(_LEAKS, [])
+    terminalreporter.write_line(f"secret scan: {len(_LOGS.lines)} log lines, {len(leaks)} with a key or key hash")
+    for line in leaks[:20]:
+        terminalreporter.write_line(f"LEAK: {line[:300]}", red=True)
+
+
+_LEAKS = pytest.StashKey[list]()
