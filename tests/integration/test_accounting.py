@@ -1,0 +1,308 @@
+"""Accounting as a user or operator notices it: usage records and aggregates, cost, rate limits
+(per key, per account, concurrent), spend caps, expired keys and allowed models."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from parley.core.metering import Limits, Prices, UsageEvent, day_of
+from parley.io.accounts import AccountRecord
+from parley.io.routes import Route, Worker
+from tests.fakeworker import Answer, WorkerError
+
+from .helpers import HELLO, MODEL, WORKER_MODEL, assert_error, parse_sse, request
+
+PRICED_MODEL = "priced-model"
+INPUT_PER_MTOK, OUTPUT_PER_MTOK = 3.0, 15.0
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def fresh_account(prefix: str = "acct") -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def new_key(parley: Any, account: str | None = None, **kwargs: Any) -> tuple[str, Any]:
+    return parley.services.keys.create(account=account or fresh_account(), name="t", **kwargs)
+
+
+@pytest.fixture
+def raw(parley: Any) -> Iterator[Any]:
+    """A raw client factory for a given key (no retries, plain httpx)."""
+    clients: list[httpx.Client] = []
+
+    def make(key: str) -> httpx.Client:
+        made = httpx.Client(
+            base_url=parley.url, headers={"x-api-key": key, "anthropic-version": "2023-06-01"}, timeout=30
+        )
+        clients.append(made)
+        return made
+
+    yield make
+    for made in clients:
+        made.close()
+
+
+@pytest.fixture
+def priced(parley: Any, worker: Any) -> Iterator[str]:
+    """A priced route, only for the test that asks for it (the models list is exact elsewhere)."""
+    parley.services.routes.put(
+        Route(
+            model=PRICED_MODEL,
+            workers=(Worker(base_url=worker.base_url, model=WORKER_MODEL),),
+            prices=Prices(input_per_mtok=INPUT_PER_MTOK, output_per_mtok=OUTPUT_PER_MTOK),
+        )
+    )
+    yield PRICED_MODEL
+    parley.services.routes.remove(PRICED_MODEL)
+
+
+def same_minute(needed_seconds: float = 5.0) -> None:
+    """Start at a point where the next `needed_seconds` stay inside one rate-limit window."""
+    into = time.time() % 60
+    if into > 60 - needed_seconds:
+        time.sleep(60 - into + 0.2)
+
+
+def wait_for_record(parley: Any, request_id: str, seconds: float = 5.0) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        record = parley.services.usage.record_of(request_id)
+        if record is not None or time.monotonic() > deadline:
+            assert record is not None, f"no usage record for {request_id} after {seconds}s"
+            return record
+        time.sleep(0.05)
+
+
+def as_int(value: Any) -> int:
+    return int(float(value))
+
+
+def as_bool(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).lower() == "true"
+
+
+# -- 1. a buffered request on a priced route --------------------------------------------------
+
+
+def test_buffered_request_is_recorded_once_with_its_cost(parley, worker, raw, priced):
+    account = fresh_account()
+    key, record = new_key(parley, account)
+    worker.enqueue(Answer(text="Priced answer.", prompt_tokens=1234, completion_tokens=567))
+    response = raw(key).post("/v1/messages", json=request(model=priced))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["usage"]["input_tokens"], body["usage"]["output_tokens"]) == (1234, 567)
+    request_id = response.headers["request-id"]
+
+    usage = parley.services.usage.record_of(request_id)
+    assert usage is not None, "metering completes before the response's last byte"
+    assert usage["request_id"] == request_id
+    assert usage["key_id"] == record.key_id
+    assert usage["account"] == account
+    assert usage["model"] == priced
+    assert as_int(usage["status"]) == 200
+    assert as_bool(usage["stream"]) is False
+    assert (as_int(usage["input_tokens"]), as_int(usage["output_tokens"])) == (1234, 567)
+    assert as_int(usage["cost_micros"]) == round(1234 * INPUT_PER_MTOK + 567 * OUTPUT_PER_MTOK)  # 12_207
+    assert "error_type" not in usage
+    assert as_bool(usage.get("client_disconnected", False)) is False
+
+    day = day_of(time.time())
+    rows = parley.services.usage.aggregates(f"key#{record.key_id}", day, day)
+    totals = [row for row in rows if row["model"] is None]
+    assert len(totals) == 1, rows
+    total = totals[0]
+    assert (total["requests"], total["errors"]) == (1, 0)
+    assert (total["input_tokens"], total["output_tokens"]) == (1234, 567)
+    assert total["cost_micros"] == 12_207
+    by_model = [row for row in rows if row["model"] == priced]
+    assert len(by_model) == 1 and by_model[0]["requests"] == 1, rows
+    assert [row for row in parley.services.usage.aggregates(f"account#{account}", day, day) if row["model"] is None][0][
+        "requests"
+    ] == 1
+
+
+# -- 2. streamed, failed, abandoned -------------------------------------------------------------
+
+
+def test_streamed_request_is_recorded_as_a_stream(parley, worker, raw):
+    key, record = new_key(parley)
+    worker.enqueue(Answer(text="Streamed answer here.", prompt_tokens=21, completion_tokens=9))
+    response = raw(key).post("/v1/messages", json=request(stream=True))
+    assert response.status_code == 200, response.text
+    assert "message_stop" in [event.event for event in parse_sse(response.content)]
+    usage = wait_for_record(parley, response.headers["request-id"])
+    assert as_bool(usage["stream"]) is True
+    assert as_int(usage["status"]) == 200
+    assert (as_int(usage["input_tokens"]), as_int(usage["output_tokens"])) == (21, 9)
+    assert usage["key_id"] == record.key_id
+    assert as_int(usage["cost_micros"]) == 0  # MODEL's route has no prices
+
+
+def test_failed_request_is_recorded_as_an_error(parley, worker, raw):
+    key, record = new_key(parley)
+    worker.enqueue(WorkerError(500, {"error": {"message": "the worker fell over"}}))
+    response = raw(key).post("/v1/messages", json=request())
+    assert_error(response, 500, "api_error")
+    usage = wait_for_record(parley, response.headers["request-id"])
+    assert as_int(usage["status"]) == 500
+    assert usage["error_type"] == "api_error"
+    assert usage["key_id"] == record.key_id
+    day = day_of(time.time())
+    total = [row for row in parley.services.usage.aggregates(f"key#{record.key_id}", day, day) if row["model"] is None]
+    assert total and (total[0]["requests"], total[0]["errors"]) == (1, 1)
+
+
+def test_abandoned_stream_is_recorded_as_a_client_disconnect(parley, worker, raw):
+    key, _ = new_key(parley)
+    words = 200
+    text = " ".join(f"word{i}" for i in range(words))
+    worker.enqueue(Answer(text=text, prompt_tokens=15, completion_tokens=words, chunk_delay=0.05))
+    client = raw(key)
+    seen = 0
+    with client.stream("POST", "/v1/messages", json=request(stream=True, max_tokens=2048)) as response:
+        assert response.status_code == 200
+        request_id = response.headers["request-id"]
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                seen += 1
+            if seen >= 4:  # message_start, content_block_start, and a couple of deltas
+                break
+    # leaving the block closes the connection mid-stream
+    usage = wait_for_record(parley, request_id)
+    assert as_bool(usage.get("client_disconnected", False)) is True, usage
+    output = as_int(usage["output_tokens"])
+    assert 0 < output < words, f"output_tokens {output}: expected a part of the {words}-token answer"
+    assert as_bool(usage["stream"]) is True
+
+
+# -- 3. requests per minute -----------------------------------------------------------------
+
+
+def test_requests_per_minute_with_headers(parley, raw):
+    key, _ = new_key(parley, limits=Limits(requests_per_minute=3))
+    client = raw(key)
+    same_minute()
+    remaining = []
+    for _ in range(3):
+        response = client.post("/v1/messages", json=request())
+        assert response.status_code == 200, response.text
+        assert response.headers["anthropic-ratelimit-requests-limit"] == "3"
+        remaining.append(response.headers["anthropic-ratelimit-requests-remaining"])
+        reset = datetime.strptime(response.headers["anthropic-ratelimit-requests-reset"], "%Y-%m-%dT%H:%M:%SZ")
+        reset = reset.replace(tzinfo=timezone.utc).timestamp()
+        assert 0 < reset - time.time() <= 61
+    assert remaining == ["2", "1", "0"]
+
+    refused = client.post("/v1/messages", json=request())
+    message = assert_error(refused, 429, "rate_limit_error")
+    assert "rate limit" in message
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+
+
+# -- 4. concurrency ---------------------------------------------------------------------------
+
+
+def test_requests_per_minute_hold_under_concurrency(parley, raw):
+    key, _ = new_key(parley, limits=Limits(requests_per_minute=20))
+    client = raw(key)
+    same_minute(15)
+
+    def one(_: int) -> int:
+        return client.post("/v1/messages", json=request()).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(one, range(60)))
+    ok, limited = statuses.count(200), statuses.count(429)
+    print(f"concurrency: {ok} succeeded, {limited} rate-limited, others {sorted(set(statuses) - {200, 429})}")
+    assert (ok, limited) == (20, 40), statuses
+
+
+# -- 5. account limits span keys ----------------------------------------------------------------
+
+
+def test_account_limits_span_its_keys(parley, raw):
+    account = fresh_account()
+    parley.services.accounts.put(AccountRecord(account, Limits(requests_per_minute=2)))
+    first, _ = new_key(parley, account)
+    second, _ = new_key(parley, account)
+    same_minute()
+    assert raw(first).post("/v1/messages", json=request()).status_code == 200
+    assert raw(second).post("/v1/messages", json=request()).status_code == 200
+    refused = raw(first).post("/v1/messages", json=request())
+    message = assert_error(refused, 429, "rate_limit_error")
+    assert "account" in message
+    # a key of another account is unaffected
+    other, _ = new_key(parley)
+    assert raw(other).post("/v1/messages", json=request()).status_code == 200
+
+
+# -- 6. spend cap -------------------------------------------------------------------------------
+
+
+def test_monthly_spend_cap_refuses_with_anthropics_wording(parley, worker, raw):
+    account = fresh_account()
+    key, record = new_key(parley, account, limits=Limits(monthly_spend_usd=0.01))
+    parley.services.usage.record(
+        UsageEvent(
+            request_id=f"req_seed_{secrets.token_hex(8)}",
+            at=time.time(),
+            key_id=record.key_id,
+            account=account,
+            model=MODEL,
+            worker=WORKER_MODEL,
+            status=200,
+            stream=False,
+            input_tokens=100,
+            output_tokens=100,
+            cost_micros=20_000,
+        )
+    )
+    response = raw(key).post("/v1/messages", json=request())
+    message = assert_error(response, 400, "invalid_request_error")
+    assert message.startswith("Your credit balance is too low"), message
+    assert not worker.requests, "a refused request must not reach the worker"
+
+
+# -- 7. expired keys and allowed models ------------------------------------------------------
+
+
+def test_expired_key_is_refused(parley, worker, raw):
+    key, _ = new_key(parley, expires_at="2020-01-01T00:00:00+00:00")
+    response = raw(key).post("/v1/messages", json=request())
+    assert assert_error(response, 401, "authentication_error") == "This API key has expired."
+    assert not worker.requests
+
+
+def test_model_outside_allowed_models_is_forbidden(parley, worker, raw):
+    key, _ = new_key(parley, allowed_models=("other-model",))
+    response = raw(key).post("/v1/messages", json={"model": MODEL, "max_tokens": 64, "messages": HELLO})
+    message = assert_error(response, 403, "permission_error")
+    assert MODEL in message
+    assert not worker.requests
+
+
+# -- 8. tokens per minute -------------------------------------------------------------------
+
+
+def test_tokens_per_minute_count_real_usage(parley, worker, raw):
+    key, _ = new_key(parley, limits=Limits(tokens_per_minute=50))
+    client = raw(key)
+    same_minute()
+    worker.enqueue(Answer(text="Seventy tokens, say.", prompt_tokens=40, completion_tokens=30))
+    first = client.post("/v1/messages", json=request())
+    assert first.status_code == 200, first.text
+    assert first.headers["anthropic-ratelimit-tokens-limit"] == "50"
+    refused = client.post("/v1/messages", json=request())
+    message = assert_error(refused, 429, "rate_limit_error")
+    assert "tokens per minute" in message
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
