@@ -96,20 +96,10 @@ def _accounts(args: argparse.Namespace) -> int:
 
 
 def _usage_row(scope: str, row: dict[str, Any]) -> dict[str, Any]:
-    from .core.metering import usd
+    from .io.usage import public_row
 
     kind, _, name = scope.partition("#")
-    return {
-        kind: name,
-        "day": row["day"],
-        "model": name if kind == "model" else row["model"],
-        "requests": row["requests"],
-        "errors": row["errors"],
-        "input_tokens": row["input_tokens"],
-        "cache_read_input_tokens": row["cache_read_input_tokens"],
-        "output_tokens": row["output_tokens"],
-        "cost_usd": round(usd(row["cost_micros"]), 6),
-    }
+    return {kind: name, **public_row(row), "model": name if kind == "model" else row["model"]}
 
 
 def _usage(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -306,3 +307,48 @@ def test_tokens_per_minute_count_real_usage(parley, worker, raw):
     message = assert_error(refused, 429, "rate_limit_error")
     assert "tokens per minute" in message
     assert 1 <= int(refused.headers["retry-after"]) <= 60
+
+
+# -- reading usage -------------------------------------------------------------------------------
+
+
+def test_key_holders_read_their_own_usage(parley, worker, raw):
+    key, record = new_key(parley)
+    other_key, _ = new_key(parley)
+    worker.enqueue(Answer(text="one", prompt_tokens=10, completion_tokens=2))
+    worker.enqueue(Answer(text="two", prompt_tokens=20, completion_tokens=3))
+    worker.enqueue(Answer(text="not mine", prompt_tokens=500, completion_tokens=500))
+    for client in (raw(key), raw(key), raw(other_key)):
+        assert client.post("/v1/messages", json=request()).status_code == 200
+
+    totals = raw(key).get("/v1/usage").json()
+    assert totals["key_id"] == record.key_id and totals["account"] == record.account
+    [day] = totals["data"]
+    assert (day["model"], day["requests"], day["input_tokens"], day["output_tokens"]) == (None, 2, 30, 5)
+    [by_model] = raw(key).get("/v1/usage", params={"by_model": "true"}).json()["data"]
+    assert (by_model["model"], by_model["requests"]) == (MODEL, 2)
+    assert raw(key).get("/v1/usage", params={"since": "2999-01-01"}).json()["data"] == []
+    message = assert_error(raw(key).get("/v1/usage", params={"since": "yesterday"}), 400, "invalid_request_error")
+    assert message.startswith("since:")
+
+
+def test_operators_export_usage_as_csv_and_json(parley, worker, raw, dynamodb, capsys, monkeypatch):
+    from parley.cli import main
+
+    account = fresh_account("export")
+    key, _ = new_key(parley, account)
+    worker.enqueue(Answer(text="metered", prompt_tokens=7, completion_tokens=4))
+    assert raw(key).post("/v1/messages", json=request()).status_code == 200
+    settings = parley.services.settings
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.meta.endpoint_url)
+    for role, name in settings.table_names.items():
+        monkeypatch.setenv(f"PARLEY_{role.upper()}_TABLE", name)
+
+    assert main(["usage", "--account", account, "--csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "account,day,model,requests,errors,input_tokens,cache_read_input_tokens,output_tokens,cost_usd"
+    assert lines[1].startswith(f"{account},") and lines[1].endswith(",,1,0,7,0,4,0.0")
+
+    assert main(["usage", "--account", account, "--by-model", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["account"], row["model"], row["requests"], row["output_tokens"]) == (account, MODEL, 1, 4)

@@ -16,10 +16,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..core.metering import UsageEvent, month_of
+from ..core.metering import UsageEvent, month_of, usd
 from .expiring import ExpiringCache
 
-__all__ = ["MeteringError", "UsageStore"]
+__all__ = ["MeteringError", "UsageStore", "public_row"]
 
 RAW_RECORD_DAYS = 90
 _RETRYABLE = {
@@ -33,6 +33,20 @@ _RETRYABLE = {
 }
 _TRANSIENT_REASONS = {"None", "", "ThrottlingError", "TransactionConflict", "ProvisionedThroughputExceeded"}
 _COUNTERS = ("requests", "errors", "input_tokens", "output_tokens", "cache_read_input_tokens", "cost_micros")
+
+
+def public_row(row: dict[str, Any]) -> dict[str, Any]:
+    """An aggregate row as operators and key holders see it: cost in USD."""
+    return {
+        "day": row["day"],
+        "model": row["model"],
+        "requests": row["requests"],
+        "errors": row["errors"],
+        "input_tokens": row["input_tokens"],
+        "cache_read_input_tokens": row["cache_read_input_tokens"],
+        "output_tokens": row["output_tokens"],
+        "cost_usd": round(usd(row["cost_micros"]), 6),
+    }
 
 
 class MeteringError(Exception):

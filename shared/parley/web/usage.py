@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from ..core.errors import InvalidRequestError
-from ..core.metering import usd
 from ..io.keys import KeyRecord
+from ..io.usage import public_row
 from .dependencies import authenticate, services_of, store_call
 from .responses import json_response
 
@@ -40,18 +40,5 @@ async def key_usage(request: Request, key: KeyRecord = Depends(authenticate)) ->
     until = _day(query.get("until"), today, "until")
     by_model = query.get("by_model", "false").lower() == "true"
     rows = await store_call(services_of(request).usage.aggregates, f"key#{key.key_id}", since, until)
-    data = [
-        {
-            "day": row["day"],
-            "model": row["model"],
-            "requests": row["requests"],
-            "errors": row["errors"],
-            "input_tokens": row["input_tokens"],
-            "cache_read_input_tokens": row["cache_read_input_tokens"],
-            "output_tokens": row["output_tokens"],
-            "cost_usd": round(usd(row["cost_micros"]), 6),
-        }
-        for row in rows
-        if bool(row["model"]) == by_model
-    ]
+    data = [public_row(row) for row in rows if bool(row["model"]) == by_model]
     return json_response({"key_id": key.key_id, "account": key.account, "since": since, "until": until, "data": data})
