@@ -15,7 +15,6 @@ from ..io.expiring import ExpiringCache
 from ..io.keys import KeyRecord
 from ..io.limits import rate_limit_headers
 from ..io.routes import Route
-from ..io.usage import MeteringError
 from ..telemetry import RequestOutcome
 from .dependencies import store_call
 from .middleware import outcome_of
@@ -96,6 +95,6 @@ async def settle(services: Services, outcome: RequestOutcome) -> None:
         return
     try:
         await asyncio.to_thread(_write, services, outcome, event)
-    except (MeteringError, Exception):
+    except Exception:  # MeteringError after every retry, or anything unforeseen
         # The log line carries the whole event, so it can be replayed: usage is never silently lost.
         logger.exception("metering failed; usage event follows: %s", event)

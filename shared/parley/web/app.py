@@ -57,13 +57,12 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
 
 
 async def _unexpected_error(request: Request, error: Exception) -> Response:
-    # Runs outside the request-id middleware, so it sets the header itself.
+    # Runs outside the request-context middleware, which has already recorded this request as a
+    # 500 api_error; so this handler sets the request-id header itself.
     logger.exception("unhandled error", exc_info=error)
     request_id = _request_id(request)
     headers = {"request-id": request_id, "x-request-id": request_id} if request_id else None
-    parley_error = ApiError("Internal server error", should_retry=True)
-    _note_error(request, parley_error)
-    return error_response(parley_error, request_id, headers)
+    return error_response(ApiError("Internal server error", should_retry=True), request_id, headers)
 
 
 def create_app(services_factory: Callable[[], Services] = Services.from_environment) -> FastAPI:
