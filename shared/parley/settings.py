@@ -32,8 +32,8 @@ class Settings:
     route_cache_seconds: float = 30.0
     max_body_bytes: int = 32 * 1024 * 1024
     ping_seconds: float = 10.0
-    worker_connect_seconds: float = 10.0
-    worker_read_seconds: float = 600.0
+    worker_attempts: int = 3
+    worker_cooldown_seconds: float = 30.0
     worker_max_connections: int = 256
 
     @property
@@ -64,7 +64,7 @@ class Settings:
             route_cache_seconds=_float("PARLEY_ROUTE_CACHE_SECONDS", defaults.route_cache_seconds),
             max_body_bytes=_int("PARLEY_MAX_BODY_BYTES", defaults.max_body_bytes),
             ping_seconds=_float("PARLEY_PING_SECONDS", defaults.ping_seconds),
-            worker_connect_seconds=_float("PARLEY_WORKER_CONNECT_SECONDS", defaults.worker_connect_seconds),
-            worker_read_seconds=_float("PARLEY_WORKER_READ_SECONDS", defaults.worker_read_seconds),
+            worker_attempts=_int("PARLEY_WORKER_ATTEMPTS", defaults.worker_attempts),
+            worker_cooldown_seconds=_float("PARLEY_WORKER_COOLDOWN_SECONDS", defaults.worker_cooldown_seconds),
             worker_max_connections=_int("PARLEY_WORKER_MAX_CONNECTIONS", defaults.worker_max_connections),
         )

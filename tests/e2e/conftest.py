@@ -47,8 +47,6 @@ def parley(route: Route) -> Iterator[RunningParley]:
         keys_table="e2e-keys",
         routes_table="e2e-routes",
         ping_seconds=2.0,
-        worker_connect_seconds=5.0,
-        worker_read_seconds=30.0,  # a safety net: a stuck stream fails the test instead of hanging it
     )
     with embedded_dynamodb() as dynamodb, parley_stack(dynamodb, settings, [route], account="e2e") as running:
         yield running

@@ -12,7 +12,7 @@ import anthropic
 import httpx
 import pytest
 
-from parley.io.routes import Route, Worker
+from parley.io.routes import Route, Timeouts, Worker
 from parley.settings import Settings
 from tests.fakeworker import FakeWorker
 from tests.stack import RunningParley, embedded_dynamodb, free_port, parley_stack
@@ -25,6 +25,10 @@ from .helpers import (
     PING_SECONDS,
     WORKER_MODEL,
 )
+
+
+# No test may hang for long: a stuck worker fails the test instead.
+SAFETY_NET = Timeouts(connect=5.0, first_byte=20.0, idle=20.0, buffered=20.0)
 
 
 @pytest.fixture(scope="session")
@@ -40,16 +44,21 @@ def parley(dynamodb: object, worker: FakeWorker) -> Iterator[RunningParley]:
         routes_table="it-routes",
         ping_seconds=PING_SECONDS,
         max_body_bytes=MAX_BODY_BYTES,
-        worker_connect_seconds=5.0,
-        worker_read_seconds=20.0,  # a safety net: no test may hang for long
+        worker_attempts=1,  # one attempt: these tests see each worker error as the client would;
+        # failover has its own stack in test_failover.py
     )
     routes = [
         Route(
             model=MODEL,
             workers=(Worker(base_url=worker.base_url, model=WORKER_MODEL, max_output_tokens=MAX_OUTPUT_TOKENS),),
             aliases=("claude-*",),
+            timeouts=SAFETY_NET,
         ),
-        Route(model=DOWN_MODEL, workers=(Worker(base_url=f"http://127.0.0.1:{free_port()}/v1", model="nobody"),)),
+        Route(
+            model=DOWN_MODEL,
+            workers=(Worker(base_url=f"http://127.0.0.1:{free_port()}/v1", model="nobody"),),
+            timeouts=SAFETY_NET,
+        ),
     ]
     with parley_stack(dynamodb, settings, routes, key_name="t") as running:
         yield running

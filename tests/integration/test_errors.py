@@ -90,6 +90,15 @@ def test_worker_down_is_overloaded(client, streaming):
     assert_error(caught.value.response, 529, "overloaded_error")
 
 
+@BOTH_WAYS
+def test_stream_dropped_after_headers_before_any_byte_is_a_plain_http_error(client, worker, streaming):
+    # Nothing reached the client yet, so it gets an HTTP error it can retry, not a broken stream.
+    worker.enqueue(Drop(ANSWER, after_events=0))
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        call(client.with_options(timeout=10), streaming, **request())
+    assert_error(caught.value.response, 500, "api_error")
+
+
 @pytest.mark.parametrize(
     "script",
     [
@@ -110,7 +119,6 @@ def test_broken_buffered_answer_is_a_5xx_envelope_not_a_hang(client, worker, scr
 
 # case: (script, error type, the text that arrived before the failure)
 MID_STREAM_FAILURES = {
-    "drop-after-headers": (Drop(ANSWER, after_events=0), "api_error", ""),
     "drop": (Drop(ANSWER, after_events=3), "api_error", "one two"),
     "garbage-line": (Garbage(ANSWER, at_event=3), "api_error", "one two"),
     "vllm-error-400": (

@@ -9,14 +9,14 @@ import pytest
 
 from parley.core.anthropic_types import parse_messages_request
 from parley.core.errors import InvalidRequestError
-from parley.core.request import WorkerLimits, messages_to_chat
+from parley.core.request import WorkerProfile, messages_to_chat
 from tests.vectors.loader import check_expected, load, vector_params
 
 
 def translate(vector: dict) -> dict:
     request = vector["request"]
     body = request.encode() if isinstance(request, str) else orjson.dumps(request)
-    limits = WorkerLimits(**vector.get("worker", {"model": "worker-model"}))
+    limits = WorkerProfile(**vector.get("worker", {"model": "worker-model"}))
     return messages_to_chat(parse_messages_request(body), limits)
 
 

@@ -13,6 +13,7 @@ import orjson
 
 from .anthropic_types import (
     Base64ImageSource,
+    Base64PDFSource,
     CountTokensRequest,
     DocumentBlock,
     FileSource,
@@ -32,19 +33,25 @@ from .anthropic_types import (
 )
 from .documents import document_to_text
 from .errors import InvalidRequestError
+from .quirks import adapt_tool_schema, shorten_tool_ids
 
-__all__ = ["BILLING_HEADER_PREFIX", "WorkerLimits", "messages_to_chat", "prompt_to_chat_messages"]
+__all__ = ["BILLING_HEADER_PREFIX", "WorkerProfile", "fit_max_tokens", "messages_to_chat", "prompt_to_chat_messages"]
 
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header"
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerLimits:
-    """What the route knows about the worker that will answer."""
+class WorkerProfile:
+    """What the route knows about the worker that will answer: its limits and what it takes."""
 
     model: str
     max_output_tokens: int | None = None
+    context_tokens: int | None = None
     continuous_usage: bool = False
+    images: bool = True
+    files: bool = False
+    adapt_tool_schemas: bool = False
+    short_tool_ids: bool = False
 
 
 def _system_text(blocks: list[TextBlock]) -> str:
@@ -75,7 +82,20 @@ def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
-def _user_parts(blocks: list[Any], path: str) -> list[dict[str, Any]]:
+def _document_part(document: DocumentBlock, path: str, files: bool) -> dict[str, Any]:
+    source = document.source
+    if files and isinstance(source, Base64PDFSource):
+        return {
+            "type": "file",
+            "file": {
+                "filename": document.title or "document.pdf",
+                "file_data": f"data:application/pdf;base64,{source.data}",
+            },
+        }
+    return {"type": "text", "text": document_to_text(document, path)}
+
+
+def _user_parts(blocks: list[Any], path: str, files: bool = False) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     for index, block in blocks:
         if isinstance(block, TextBlock):
@@ -84,7 +104,7 @@ def _user_parts(blocks: list[Any], path: str) -> list[dict[str, Any]]:
         elif isinstance(block, ImageBlock):
             parts.append(_image_part(block, f"{path}.{index}"))
         elif isinstance(block, DocumentBlock):
-            parts.append({"type": "text", "text": document_to_text(block, f"{path}.{index}")})
+            parts.append(_document_part(block, f"{path}.{index}", files))
         elif isinstance(block, (ThinkingBlock, RedactedThinkingBlock)):
             continue
         else:
@@ -115,7 +135,7 @@ def _tool_result_messages(result: ToolResultBlock, path: str) -> tuple[dict[str,
     return {"role": "tool", "tool_call_id": result.tool_use_id, "content": text}, images
 
 
-def _user_messages(message: Message, path: str) -> list[dict[str, Any]]:
+def _user_messages(message: Message, path: str, files: bool) -> list[dict[str, Any]]:
     """Tool results first (they answer the previous assistant turn), then the rest in order."""
     tool_messages: list[dict[str, Any]] = []
     images: list[dict[str, Any]] = []
@@ -127,7 +147,7 @@ def _user_messages(message: Message, path: str) -> list[dict[str, Any]]:
             images.extend(result_images)
         else:
             others.append((index, block))
-    parts = _user_parts(others, path)
+    parts = _user_parts(others, path, files)
     if images:
         parts = [{"type": "text", "text": "Images returned by the tool calls above:"}, *images, *parts]
     if parts:
@@ -197,7 +217,7 @@ def _append(chat: list[dict[str, Any]], message: dict[str, Any]) -> None:
         previous["tool_calls"] = [*previous.get("tool_calls", ()), *message["tool_calls"]]
 
 
-def prompt_to_chat_messages(request: CountTokensRequest) -> list[dict[str, Any]]:
+def prompt_to_chat_messages(request: CountTokensRequest, files: bool = False) -> list[dict[str, Any]]:
     chat: list[dict[str, Any]] = []
     if request.system:
         system = _system_text(request.system)
@@ -206,7 +226,7 @@ def prompt_to_chat_messages(request: CountTokensRequest) -> list[dict[str, Any]]
     for position, message in enumerate(request.messages):
         path = f"messages.{position}.content"
         if message.role == "user":
-            for user_message in _user_messages(message, path):
+            for user_message in _user_messages(message, path, files):
                 _append(chat, user_message)
         elif message.role == "assistant":
             assistant = _assistant_message(message, path)
@@ -263,14 +283,42 @@ def _output_format(request: MessagesRequest, chat: dict[str, Any]) -> None:
         }
 
 
-def messages_to_chat(request: MessagesRequest, worker: WorkerLimits) -> dict[str, Any]:
-    max_tokens = request.max_tokens
+def _refuse_images(messages: list[dict[str, Any]]) -> None:
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list) and any(part["type"] == "image_url" for part in content):
+            raise InvalidRequestError("messages: this model does not accept images")
+
+
+def _adapt_to_worker(chat: dict[str, Any], worker: WorkerProfile) -> None:
+    if not worker.images:
+        _refuse_images(chat["messages"])
+    if worker.short_tool_ids:
+        shorten_tool_ids(chat["messages"])
+    if worker.adapt_tool_schemas:
+        for tool in chat.get("tools", ()):
+            tool["function"]["parameters"] = adapt_tool_schema(tool["function"]["parameters"])
+
+
+def fit_max_tokens(requested: int, worker: WorkerProfile, input_tokens: int | None = None) -> int:
+    """`max_tokens` clamped to what the worker can produce: its output limit, and what its
+    context leaves after the prompt. A prompt that already fills the context is left to the
+    worker to refuse, with its own exact count."""
+    max_tokens = requested
     if worker.max_output_tokens is not None:
         max_tokens = min(max_tokens, worker.max_output_tokens)
+    if worker.context_tokens is not None and input_tokens is not None and input_tokens < worker.context_tokens:
+        max_tokens = min(max_tokens, worker.context_tokens - input_tokens)
+    return max_tokens
+
+
+def messages_to_chat(request: MessagesRequest, worker: WorkerProfile) -> dict[str, Any]:
+    """The worker's request. `max_tokens` is clamped to the worker's output limit here; the
+    shell clamps it to the context left once the prompt's size is known (`fit_max_tokens`)."""
     chat: dict[str, Any] = {
         "model": worker.model,
-        "messages": prompt_to_chat_messages(request),
-        "max_tokens": max_tokens,
+        "messages": prompt_to_chat_messages(request, worker.files),
+        "max_tokens": fit_max_tokens(request.max_tokens, worker),
     }
     for field in ("temperature", "top_p", "top_k"):
         value = getattr(request, field)
@@ -291,4 +339,5 @@ def messages_to_chat(request: MessagesRequest, worker: WorkerLimits) -> dict[str
         if worker.continuous_usage:
             options["continuous_usage_stats"] = True
         chat["stream_options"] = options
+    _adapt_to_worker(chat, worker)
     return chat

@@ -17,7 +17,7 @@ another); until then its fragments are held and sent as soon as its block opens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -84,6 +84,16 @@ class ChatToMessagesStream:
         """`message_start`, if not sent yet (the shell calls it before a ping)."""
         self._start(None)
         return self._take()
+
+    @property
+    def started(self) -> bool:
+        """Whether message_start has been sent."""
+        return self._started
+
+    def use_input_tokens(self, count: int) -> None:
+        """The prompt's exact size (from the worker's tokenizer), if message_start is not sent yet."""
+        if not self._started:
+            self._context = replace(self._context, input_tokens_estimate=count)
 
     def ping(self) -> list[Event]:
         if self.finished:
@@ -319,13 +329,23 @@ def _chunk_error(error: Any) -> ParleyError:
 class WorkerSSETranslator:
     """A worker's SSE bytes → Anthropic events: the SSE decoder feeding ChatToMessagesStream."""
 
-    def __init__(self, context: AnswerContext) -> None:
-        self.messages = ChatToMessagesStream(context)
+    def __init__(self, context: AnswerContext, messages: ChatToMessagesStream | None = None) -> None:
+        self.messages = messages or ChatToMessagesStream(context)
         self._decoder = SSEDecoder()
 
     @property
     def finished(self) -> bool:
         return self.messages.finished
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return self.messages.usage
+
+    def ping(self) -> list[Event]:
+        return self.messages.ping()
+
+    def fail(self, error: ParleyError) -> list[Event]:
+        return self.messages.fail(error)
 
     def feed(self, data: bytes) -> list[Event]:
         try:

@@ -1,43 +1,97 @@
-"""Routes: a public model name (or alias pattern) → the worker that answers it."""
+"""Routes: a public model name (or alias pattern) → the workers that answer it.
+
+A route belongs to the operator (it may point anywhere) or to one account (its workers must be
+public HTTPS endpoints, and only that account's keys see it).
+"""
 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from ..core.metering import Prices
-from ..core.request import WorkerLimits
+from ..core.request import WorkerProfile
 from .expiring import ExpiringCache
 
-__all__ = ["Route", "RouteStore", "Worker", "match_route"]
+__all__ = ["Route", "RouteStore", "Timeouts", "Worker", "WorkerApi", "match_route", "route_key"]
+
+WorkerApi = Literal["openai", "anthropic"]
+WORKER_APIS: tuple[WorkerApi, ...] = ("openai", "anthropic")
 
 
 @dataclass(frozen=True, slots=True)
 class Worker:
+    """One server that answers a route.
+
+    `base_url` is what the worker's own SDK takes: an OpenAI base URL ends in /v1
+    (http://gpu:8000/v1); an Anthropic one does not (http://gpu:8000).
+    """
+
     base_url: str
     model: str
     api_key_ref: str | None = None
+    api: WorkerApi = "openai"
+    weight: float = 1.0
     max_output_tokens: int | None = None
+    context_tokens: int | None = None
     continuous_usage: bool = False
+    images: bool = True
+    files: bool = False
+    tokenize: bool = False
+    adapt_tool_schemas: bool = False
+    short_tool_ids: bool = False
+
+    def __post_init__(self) -> None:
+        if self.api not in WORKER_APIS:
+            raise ValueError(f"api must be one of {WORKER_APIS}, not {self.api!r}")
+        if not self.weight > 0:
+            raise ValueError("weight must be positive")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL, not {self.base_url!r}")
 
     @property
-    def limits(self) -> WorkerLimits:
-        return WorkerLimits(
-            model=self.model, max_output_tokens=self.max_output_tokens, continuous_usage=self.continuous_usage
+    def profile(self) -> WorkerProfile:
+        return WorkerProfile(
+            model=self.model,
+            max_output_tokens=self.max_output_tokens,
+            context_tokens=self.context_tokens,
+            continuous_usage=self.continuous_usage,
+            images=self.images,
+            files=self.files,
+            adapt_tool_schemas=self.adapt_tool_schemas,
+            short_tool_ids=self.short_tool_ids,
         )
 
+    @property
+    def url(self) -> str:
+        return self.base_url.rstrip("/")
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "base_url": self.base_url,
-            "model": self.model,
-            "api_key_ref": self.api_key_ref,
-            "max_output_tokens": self.max_output_tokens,
-            "continuous_usage": self.continuous_usage,
-        }
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Worker":
+        known = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in data.items() if name in known})
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds. `first_byte`: from sending a streamed request to the worker's first body byte;
+    `idle`: the longest silence between two stream chunks; `buffered`: a whole buffered answer."""
+
+    connect: float = 5.0
+    first_byte: float = 120.0
+    idle: float = 60.0
+    buffered: float = 600.0
+
+    def __post_init__(self) -> None:
+        if min(self.connect, self.first_byte, self.idle, self.buffered) <= 0:
+            raise ValueError("timeouts must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,17 +101,30 @@ class Route:
     aliases: tuple[str, ...] = ()
     display_name: str = ""
     prices: Prices = Prices()
+    timeouts: Timeouts = Timeouts()
+    account: str | None = None
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    def __post_init__(self) -> None:
+        if not self.workers:
+            raise ValueError("a route needs at least one worker")
 
     @property
     def worker(self) -> Worker:
         return self.workers[0]
 
 
+def route_key(model: str, account: str | None) -> str:
+    """The table key: operator routes by model name; account routes under their account."""
+    return f"account#{account}#{model}" if account else model
+
+
 def _route(item: dict[str, Any]) -> Route:
+    timeouts = orjson.loads(item["timeouts"]["S"]) if "timeouts" in item else {}
+    account = item.get("account", {}).get("S")
     return Route(
-        model=item["model"]["S"],
-        workers=tuple(Worker(**worker) for worker in orjson.loads(item["workers"]["S"])),
+        model=item["public_model"]["S"] if "public_model" in item else item["model"]["S"],
+        workers=tuple(Worker.from_json(worker) for worker in orjson.loads(item["workers"]["S"])),
         aliases=tuple(item.get("aliases", {}).get("SS", ())),
         display_name=item.get("display_name", {}).get("S", ""),
         created_at=item.get("created_at", {}).get("S", ""),
@@ -65,6 +132,8 @@ def _route(item: dict[str, Any]) -> Route:
             input_per_mtok=float(item.get("input_usd_per_mtok", {}).get("N", 0)),
             output_per_mtok=float(item.get("output_usd_per_mtok", {}).get("N", 0)),
         ),
+        timeouts=Timeouts(**timeouts),
+        account=account,
     )
 
 
@@ -78,21 +147,28 @@ class RouteStore:
 
     def put(self, route: Route) -> None:
         item: dict[str, Any] = {
-            "model": {"S": route.model},
+            "model": {"S": route_key(route.model, route.account)},
+            "public_model": {"S": route.model},
             "workers": {"S": orjson.dumps([worker.to_json() for worker in route.workers]).decode()},
             "display_name": {"S": route.display_name or route.model},
             "created_at": {"S": route.created_at},
             "input_usd_per_mtok": {"N": str(route.prices.input_per_mtok)},
             "output_usd_per_mtok": {"N": str(route.prices.output_per_mtok)},
+            "timeouts": {"S": orjson.dumps(asdict(route.timeouts)).decode()},
         }
         if route.aliases:
             item["aliases"] = {"SS": sorted(set(route.aliases))}
+        if route.account:
+            item["account"] = {"S": route.account}
         self._dynamodb.put_item(TableName=self._table, Item=item)
         self._cache.clear()
 
-    def remove(self, model: str) -> None:
-        self._dynamodb.delete_item(TableName=self._table, Key={"model": {"S": model}})
+    def remove(self, model: str, account: str | None = None) -> bool:
+        answer = self._dynamodb.delete_item(
+            TableName=self._table, Key={"model": {"S": route_key(model, account)}}, ReturnValues="ALL_OLD"
+        )
         self._cache.clear()
+        return bool(answer.get("Attributes"))
 
     def cached(self) -> tuple[Route, ...] | object:
         return self._cache.get("all")
@@ -111,12 +187,15 @@ class RouteStore:
         return ordered
 
 
-def match_route(routes: tuple[Route, ...], name: str) -> Route | None:
-    """The route named `name`, else the first whose alias pattern matches it."""
-    for route in routes:
+def match_route(routes: tuple[Route, ...], name: str, account: str | None = None) -> Route | None:
+    """The route `account` may use for `name`: its own routes first, then the operator's; an
+    exact name before an alias pattern, and among patterns the newest route first."""
+    candidates = [route for route in routes if route.account == account] if account else []
+    candidates += [route for route in routes if route.account is None]
+    for route in candidates:
         if route.model == name:
             return route
-    for route in routes:
+    for route in candidates:
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in route.aliases):
             return route
     return None

@@ -1,11 +1,13 @@
-"""The worker client: Chat Completions over a pooled httpx.AsyncClient.
+"""The worker client: one HTTP call to one worker, over a pooled httpx.AsyncClient.
 
-Every transport failure is translated here, at the boundary, into the Anthropic error the
-caller should see; nothing above this module sees an httpx exception.
+Every failure is translated here, at the boundary, into a `WorkerFailure`: the Anthropic error
+a client should see, and whether another attempt (on this or another worker) may succeed.
+Nothing above this module sees an httpx exception.
 """
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import contextmanager
 from typing import Any, AsyncIterator, Iterator
 
@@ -19,20 +21,41 @@ from ..core.errors import (
     ParleyError,
     worker_error,
 )
-from .routes import Worker
+from .routes import Timeouts, Worker
 from .secrets import SecretResolver
 
-__all__ = ["WorkerClient", "WorkerStream", "new_http_client"]
+__all__ = ["WorkerClient", "WorkerFailure", "WorkerStream", "new_http_client"]
 
 _MAX_ERROR_BODY = 64 * 1024
+# A worker error the request itself caused: another worker would refuse it too.
+_REQUEST_FAULTS = frozenset({400, 413, 422})
+_SAFETY_MARGIN_SECONDS = 5.0
 
 
-def new_http_client(connect_seconds: float, read_seconds: float, max_connections: int) -> httpx.AsyncClient:
+class WorkerFailure(Exception):
+    """A worker call that failed: `error` is what the client sees if no attempt succeeds."""
+
+    def __init__(self, error: ParleyError, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+def new_http_client(max_connections: int, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(read_seconds, connect=connect_seconds, pool=connect_seconds),
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         follow_redirects=False,
+        transport=transport,
     )
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < 86400 else None
 
 
 @contextmanager
@@ -41,35 +64,66 @@ def _translate_transport_errors() -> Iterator[None]:
         yield
     except httpx.TimeoutException as exc:
         if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
-            raise OverloadedError("The worker for this model could not be reached in time.") from None
-        raise GatewayTimeoutError("The worker for this model did not answer in time.") from None
+            error: ParleyError = OverloadedError("The worker for this model could not be reached in time.")
+        else:
+            error = GatewayTimeoutError("The worker for this model did not answer in time.")
+        raise WorkerFailure(error, retryable=True) from None
     except httpx.ConnectError:
-        raise OverloadedError("The worker for this model could not be reached.") from None
+        raise WorkerFailure(OverloadedError("The worker for this model could not be reached."), True) from None
     except httpx.TransportError:
-        raise ApiError("The connection to the worker for this model failed.", should_retry=True) from None
+        error = ApiError("The connection to the worker for this model failed.", should_retry=True)
+        raise WorkerFailure(error, retryable=True) from None
 
 
-def _error_from(response: httpx.Response, body: bytes) -> ParleyError:
+def _failure_from(response: httpx.Response, body: bytes) -> WorkerFailure:
     try:
         parsed: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         parsed = body[:_MAX_ERROR_BODY].decode("utf-8", "replace")
-    return worker_error(response.status_code, parsed, retry_after=response.headers.get("retry-after"))
+    retry_after = response.headers.get("retry-after")
+    error = worker_error(response.status_code, parsed, retry_after=retry_after)
+    return WorkerFailure(error, response.status_code not in _REQUEST_FAULTS, _retry_after(retry_after))
 
 
 class WorkerStream:
-    """An open streaming answer: iterate `chunks()`, then (always) `aclose()`."""
+    """An open streaming answer whose first bytes have arrived: iterate `chunks()`, then
+    (always) `aclose()`. A silence longer than `idle_seconds` ends it with a timeout error."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, first: bytes, raw: AsyncIterator[bytes], idle_seconds: float):
         self._response = response
+        self._first = first
+        self._raw = raw
+        self._idle_seconds = idle_seconds
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        with _translate_transport_errors():
-            async for chunk in self._response.aiter_raw():
-                yield chunk
+        if self._first:
+            yield self._first
+        while True:
+            try:
+                with _translate_transport_errors():
+                    chunk = await asyncio.wait_for(self._raw.__anext__(), self._idle_seconds)
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise GatewayTimeoutError(
+                    f"The worker sent nothing for {self._idle_seconds:g} seconds in the middle of its answer."
+                ) from None
+            except WorkerFailure as failure:
+                raise failure.error from None
+            yield chunk
 
     async def aclose(self) -> None:
         await self._response.aclose()
+
+
+def _api_key_headers(worker: Worker, api_key: str) -> dict[str, str]:
+    if worker.api == "openai":
+        return {"authorization": f"Bearer {api_key}"}
+    headers = {"x-api-key": api_key}
+    if not httpx.URL(worker.base_url).host.endswith("anthropic.com"):
+        # vLLM and Ollama check Authorization; Anthropic itself takes x-api-key only.
+        headers["authorization"] = f"Bearer {api_key}"
+    return headers
 
 
 class WorkerClient:
@@ -77,47 +131,93 @@ class WorkerClient:
         self._http = http
         self._secrets = secrets or SecretResolver()
 
-    async def _headers(self, worker: Worker, accept: str = "application/json") -> dict[str, str]:
-        headers = {"content-type": "application/json", "accept": accept}
+    async def _request(
+        self, worker: Worker, url: str, body: dict[str, Any], accept: str, headers: dict[str, str] | None = None
+    ) -> httpx.Request:
+        all_headers = {"content-type": "application/json", "accept": accept, **(headers or {})}
         api_key = await self._secrets.resolve(worker.api_key_ref)
         if api_key:
-            headers["authorization"] = f"Bearer {api_key}"
-        return headers
+            all_headers.update(_api_key_headers(worker, api_key))
+        return self._http.build_request("POST", url, content=orjson.dumps(body), headers=all_headers)
 
-    async def complete(self, worker: Worker, body: dict[str, Any]) -> dict[str, Any]:
-        with _translate_transport_errors():
-            response = await self._http.post(
-                worker.base_url.rstrip("/") + "/chat/completions",
-                content=orjson.dumps(body),
-                headers=await self._headers(worker),
-            )
+    async def complete(
+        self,
+        worker: Worker,
+        path: str,
+        body: dict[str, Any],
+        timeouts: Timeouts,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A buffered call: the worker's JSON answer."""
+        request = await self._request(worker, worker.url + path, body, "application/json", headers)
+        request.extensions["timeout"] = httpx.Timeout(
+            timeouts.buffered + _SAFETY_MARGIN_SECONDS, connect=timeouts.connect, pool=timeouts.connect
+        ).as_dict()
+        try:
+            with _translate_transport_errors():
+                response = await asyncio.wait_for(self._http.send(request), timeouts.buffered)
+        except asyncio.TimeoutError:
+            raise WorkerFailure(
+                GatewayTimeoutError("The worker for this model did not answer in time."), True
+            ) from None
         if response.status_code != 200:
-            raise _error_from(response, response.content)
+            raise _failure_from(response, response.content)
         try:
             answer = orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            raise ApiError("The worker's answer is not valid JSON.") from None
+            raise WorkerFailure(ApiError("The worker's answer is not valid JSON."), True) from None
         if not isinstance(answer, dict):
-            raise ApiError("The worker's answer is not a JSON object.")
+            raise WorkerFailure(ApiError("The worker's answer is not a JSON object."), True)
         return answer
 
-    async def open_stream(self, worker: Worker, body: dict[str, Any]) -> WorkerStream:
-        """Send the request and wait for the answer's status: errors before the first byte raise."""
-        request = self._http.build_request(
-            "POST",
-            worker.base_url.rstrip("/") + "/chat/completions",
-            content=orjson.dumps(body),
-            headers=await self._headers(worker, accept="text/event-stream"),
-        )
-        with _translate_transport_errors():
-            response = await self._http.send(request, stream=True)
-            if response.status_code != 200:
-                try:
-                    body_bytes = await response.aread()
-                finally:
-                    await response.aclose()
-                raise _error_from(response, body_bytes)
-        return WorkerStream(response)
+    async def open_stream(
+        self,
+        worker: Worker,
+        path: str,
+        body: dict[str, Any],
+        timeouts: Timeouts,
+        headers: dict[str, str] | None = None,
+    ) -> WorkerStream:
+        """Send a streamed request and wait for the answer's first bytes (`timeouts.first_byte`).
+        Until they arrive, any failure may be retried elsewhere: nothing has reached the client."""
+        request = await self._request(worker, worker.url + path, body, "text/event-stream", headers)
+        request.extensions["timeout"] = httpx.Timeout(
+            max(timeouts.first_byte, timeouts.idle) + _SAFETY_MARGIN_SECONDS,
+            connect=timeouts.connect,
+            pool=timeouts.connect,
+        ).as_dict()
+        response: httpx.Response | None = None
+        try:
+            async with asyncio.timeout(timeouts.first_byte):
+                with _translate_transport_errors():
+                    response = await self._http.send(request, stream=True)
+                    if response.status_code != 200:
+                        raise _failure_from(response, await response.aread())
+                    raw = response.aiter_raw()
+                    first = await anext(raw, b"")
+        except TimeoutError:
+            if response is not None:
+                await response.aclose()
+            raise WorkerFailure(
+                GatewayTimeoutError(f"The worker sent nothing within {timeouts.first_byte:g} seconds."), True
+            ) from None
+        except BaseException:
+            if response is not None:
+                await response.aclose()
+            raise
+        return WorkerStream(response, first, raw, timeouts.idle)
+
+    async def tokenize(self, worker: Worker, body: dict[str, Any], timeouts: Timeouts) -> int | None:
+        """The prompt's token count from vLLM's POST /tokenize, or None if it gave none."""
+        request = await self._request(worker, worker.url.removesuffix("/v1") + "/tokenize", body, "application/json")
+        request.extensions["timeout"] = httpx.Timeout(timeouts.connect * 2, connect=timeouts.connect).as_dict()
+        try:
+            with _translate_transport_errors():
+                response = await asyncio.wait_for(self._http.send(request), timeouts.connect * 2)
+            count = orjson.loads(response.content).get("count") if response.status_code == 200 else None
+        except (WorkerFailure, asyncio.TimeoutError, orjson.JSONDecodeError, AttributeError):
+            return None
+        return count if isinstance(count, int) and count >= 0 else None
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -21,6 +21,7 @@ from . import messages, models, usage
 from .middleware import RequestContextMiddleware, outcome_of
 from .responses import error_response, json_response
 from .services import Services
+from .upstream import ClientDisconnected
 
 __all__ = ["app", "create_app"]
 
@@ -65,6 +66,10 @@ async def _unexpected_error(request: Request, error: Exception) -> Response:
     return error_response(ApiError("Internal server error", should_retry=True), request_id, headers)
 
 
+async def _client_disconnected(request: Request, error: ClientDisconnected) -> Response:
+    return Response(status_code=499)  # nobody reads it: the client has gone
+
+
 def create_app(services_factory: Callable[[], Services] = Services.from_environment) -> FastAPI:
     app = FastAPI(title="Parley", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.services = None
@@ -73,6 +78,7 @@ def create_app(services_factory: Callable[[], Services] = Services.from_environm
     app.add_exception_handler(ParleyError, _parley_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnected, _client_disconnected)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(messages.router)
     app.include_router(models.router)

@@ -97,8 +97,8 @@ async def load_routes(request: Request) -> tuple[Route, ...]:
     return routes  # type: ignore[return-value]
 
 
-async def resolve_route(request: Request, model: str) -> Route:
-    route = match_route(await load_routes(request), model)
+async def resolve_route(request: Request, model: str, account: str | None = None) -> Route:
+    route = match_route(await load_routes(request), model, account)
     if route is None:
         raise NotFoundError(f"model: {model}")
     return route

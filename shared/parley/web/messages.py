@@ -3,68 +3,156 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
-from ..core.anthropic_types import parse_count_tokens_request, parse_messages_request
+from ..core.anthropic_types import MessagesRequest, parse_count_tokens_request, parse_messages_request
 from ..core.ids import new_message_id
-from ..core.request import messages_to_chat, prompt_to_chat_messages, tools_to_chat
+from ..core.passthrough import anthropic_request_for_worker, message_from_worker, usage_of_message
+from ..core.request import WorkerProfile, fit_max_tokens, messages_to_chat, prompt_to_chat_messages, tools_to_chat
 from ..core.response import AnswerContext, chat_to_message
 from ..core.tokens import estimate_prompt_tokens
 from ..io.keys import KeyRecord
-from ..telemetry import worker_label
+from ..io.routes import Route, Worker
+from ..io.worker import WorkerClient, WorkerStream
 from .accounting import admit
 from .dependencies import authenticate, read_body, resolve_route, services_of
 from .middleware import outcome_of
 from .responses import json_response
+from .services import Services
 from .streaming import note_usage, stream_answer
+from .upstream import call_route, unless_client_leaves
 
 __all__ = ["router"]
 
 router = APIRouter()
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+_CHAT_PATH = "/chat/completions"
+_MESSAGES_PATH = "/v1/messages"
+
+
+class _WorkerRequests:
+    """The request each worker of the route gets, built once per kind of worker."""
+
+    def __init__(self, request: Request, body: bytes, message_request: MessagesRequest) -> None:
+        self._http_request = request
+        self._body = body
+        self._message_request = message_request
+        self._chats: dict[WorkerProfile, dict[str, Any]] = {}
+        self._raw: dict[str, Any] | None = None
+        self.prompt_tokens = 0
+
+    def chat(self, worker: Worker) -> dict[str, Any]:
+        chat = self._chats.get(worker.profile)
+        if chat is None:
+            chat = self._chats[worker.profile] = messages_to_chat(self._message_request, worker.profile)
+        return {**chat, "max_tokens": fit_max_tokens(chat["max_tokens"], worker.profile, self.prompt_tokens)}
+
+    def anthropic(self, worker: Worker) -> dict[str, Any]:
+        if self._raw is None:
+            self._raw = orjson.loads(self._body)
+        return anthropic_request_for_worker(self._raw, worker.profile)
+
+    def anthropic_headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": self._http_request.headers.get("anthropic-version", "2023-06-01")}
+        beta = self._http_request.headers.get("anthropic-beta")
+        if beta:
+            headers["anthropic-beta"] = beta
+        return headers
+
+    async def complete(self, client: WorkerClient, worker: Worker, timeouts: Any) -> dict[str, Any]:
+        if worker.api == "anthropic":
+            return await client.complete(
+                worker, _MESSAGES_PATH, self.anthropic(worker), timeouts, self.anthropic_headers()
+            )
+        return await client.complete(worker, _CHAT_PATH, self.chat(worker), timeouts)
+
+    async def open_stream(self, client: WorkerClient, worker: Worker, timeouts: Any) -> WorkerStream:
+        if worker.api == "anthropic":
+            return await client.open_stream(
+                worker, _MESSAGES_PATH, self.anthropic(worker), timeouts, self.anthropic_headers()
+            )
+        return await client.open_stream(worker, _CHAT_PATH, self.chat(worker), timeouts)
+
+
+def _tokenizing_worker(route: Route) -> Worker | None:
+    return next((worker for worker in route.workers if worker.tokenize and worker.api == "openai"), None)
+
+
+async def _worker_token_count(services: Services, route: Route, chat: dict[str, Any]) -> int | None:
+    worker = _tokenizing_worker(route)
+    if worker is None:
+        return None
+    body: dict[str, Any] = {"model": worker.model, "messages": chat["messages"], "add_generation_prompt": True}
+    if chat.get("tools"):
+        body["tools"] = chat["tools"]
+    client = services.account_worker if route.account else services.worker
+    return await client.tokenize(worker, body, route.timeouts)
 
 
 @router.post("/v1/messages")
 @router.post("/v1/anthropic/messages")
 async def create_message(request: Request, key: KeyRecord = Depends(authenticate)) -> Response:
     services = services_of(request)
-    message_request = parse_messages_request(await read_body(request, services.settings.max_body_bytes))
-    route = await resolve_route(request, message_request.model)
-    worker = route.worker
+    body = await read_body(request, services.settings.max_body_bytes)
+    message_request = parse_messages_request(body)
+    route = await resolve_route(request, message_request.model, key.account)
     outcome = outcome_of(request)
     if outcome is not None:
-        outcome.model, outcome.worker, outcome.stream = (
-            message_request.model,
-            worker_label(worker.base_url),
-            bool(message_request.stream),
-        )
-    chat = messages_to_chat(message_request, worker.limits)
+        outcome.model, outcome.stream = message_request.model, bool(message_request.stream)
+    requests = _WorkerRequests(request, body, message_request)
+    first_chat = requests.chat(route.worker)
+    requests.prompt_tokens = estimate_prompt_tokens(first_chat["messages"], first_chat.get("tools"))
     context = AnswerContext(
         model=message_request.model,
         message_id=new_message_id(),
-        input_tokens_estimate=estimate_prompt_tokens(chat["messages"], chat.get("tools")),
+        input_tokens_estimate=requests.prompt_tokens,
         thinking=message_request.thinking_enabled,
         stop_sequences=tuple(message_request.stop_sequences or ()),
     )
     await admit(request, services, key, route, context.input_tokens_estimate)
+    timeouts = route.timeouts
     if message_request.stream:
-        # A worker that refuses at once gets a plain HTTP error; one that is slow to answer
-        # gets the stream started (and pinged) so clients and proxies do not time out.
-        opening = asyncio.ensure_future(services.worker.open_stream(worker, chat))
-        await asyncio.wait((opening,), timeout=services.settings.ping_seconds)
+        prompt_tokens = None
+        if _tokenizing_worker(route) is not None:
+            prompt_tokens = asyncio.ensure_future(_worker_token_count(services, route, first_chat))
+        opening = asyncio.ensure_future(
+            call_route(request, services, route, lambda client, worker: requests.open_stream(client, worker, timeouts))
+        )
+        # A request refused at once gets a plain HTTP error; one slow to answer gets the stream
+        # started (and pinged) so clients and proxies do not time out.
+        try:
+            await unless_client_leaves(request, asyncio.wait((opening,), timeout=services.settings.ping_seconds))
+        except BaseException:
+            opening.cancel()
+            if prompt_tokens is not None:
+                prompt_tokens.cancel()
+            raise
         if opening.done() and opening.exception() is not None:
+            if prompt_tokens is not None:
+                prompt_tokens.cancel()
             raise opening.exception()  # type: ignore[misc]
         return StreamingResponse(
-            stream_answer(opening, context, services.settings.ping_seconds, outcome),
+            stream_answer(opening, context, services.settings.ping_seconds, outcome, prompt_tokens),
             media_type="text/event-stream; charset=utf-8",
             headers=_SSE_HEADERS,
         )
-    message = chat_to_message(await services.worker.complete(worker, chat), context)
+    worker, answer = await unless_client_leaves(
+        request,
+        call_route(request, services, route, lambda client, worker: requests.complete(client, worker, timeouts)),
+    )
+    if worker.api == "anthropic":
+        message = message_from_worker(answer, context)
+        usage = usage_of_message(message, context.input_tokens_estimate)
+    else:
+        message = chat_to_message(answer, context)
+        usage = message["usage"]
     if outcome is not None:
-        note_usage(outcome, message["usage"])
+        note_usage(outcome, usage)
     return json_response(message)
 
 
@@ -72,6 +160,9 @@ async def create_message(request: Request, key: KeyRecord = Depends(authenticate
 async def count_tokens(request: Request, key: KeyRecord = Depends(authenticate)) -> Response:
     services = services_of(request)
     count_request = parse_count_tokens_request(await read_body(request, services.settings.max_body_bytes))
-    await resolve_route(request, count_request.model)
-    tokens = estimate_prompt_tokens(prompt_to_chat_messages(count_request), tools_to_chat(count_request))
+    route = await resolve_route(request, count_request.model, key.account)
+    chat = {"messages": prompt_to_chat_messages(count_request), "tools": tools_to_chat(count_request)}
+    tokens = await unless_client_leaves(request, _worker_token_count(services, route, chat))
+    if tokens is None:
+        tokens = estimate_prompt_tokens(chat["messages"], chat["tools"])
     return json_response({"input_tokens": tokens})

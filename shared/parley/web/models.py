@@ -37,7 +37,11 @@ def _limit(value: str | None) -> int:
 async def list_models(request: Request, key: KeyRecord = Depends(authenticate)) -> Response:
     query = request.query_params
     limit = _limit(query.get("limit"))
-    models = [_model_info(route) for route in await load_routes(request)]
+    routes = await load_routes(request)
+    own = [route for route in routes if route.account == key.account]
+    own_names = {route.model for route in own}
+    visible = own + [route for route in routes if route.account is None and route.model not in own_names]
+    models = [_model_info(route) for route in visible]
     ids = [model["id"] for model in models]
     if after_id := query.get("after_id"):
         models = models[ids.index(after_id) + 1 :] if after_id in ids else []
@@ -59,4 +63,4 @@ async def list_models(request: Request, key: KeyRecord = Depends(authenticate)) 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request, key: KeyRecord = Depends(authenticate)) -> Response:
-    return json_response(_model_info(await resolve_route(request, model_id), model_id))
+    return json_response(_model_info(await resolve_route(request, model_id, key.account), model_id))

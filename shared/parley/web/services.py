@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
 from ..io.accounts import AccountStore
+from ..io.egress import public_only_transport
+from ..io.failover import FailoverPolicy, WorkerHealth
 from ..io.keys import KeyStore
 from ..io.limits import RateLimiter
 from ..io.routes import RouteStore
@@ -23,6 +26,10 @@ class Services:
     keys: KeyStore
     routes: RouteStore
     worker: WorkerClient
+    account_worker: WorkerClient  # for accounts' own workers: public addresses only
+    health: WorkerHealth
+    failover: FailoverPolicy
+    rng: random.Random
     telemetry: Telemetry
     accounts: AccountStore
     limits: RateLimiter
@@ -34,11 +41,15 @@ class Services:
             settings=settings,
             keys=KeyStore(dynamodb, settings.keys_table, settings.key_cache_seconds),
             routes=RouteStore(dynamodb, settings.routes_table, settings.route_cache_seconds),
-            worker=WorkerClient(
-                new_http_client(
-                    settings.worker_connect_seconds, settings.worker_read_seconds, settings.worker_max_connections
-                )
+            worker=WorkerClient(new_http_client(settings.worker_max_connections)),
+            account_worker=WorkerClient(
+                new_http_client(settings.worker_max_connections, public_only_transport(settings.worker_max_connections))
             ),
+            health=WorkerHealth(),
+            failover=FailoverPolicy(
+                attempts=settings.worker_attempts, cooldown_seconds=settings.worker_cooldown_seconds
+            ),
+            rng=random.Random(),
             telemetry=telemetry or Telemetry(),
             accounts=AccountStore(dynamodb, settings.accounts_table, settings.account_cache_seconds),
             limits=RateLimiter(dynamodb, settings.limits_table),

@@ -5,18 +5,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import AsyncIterator
+from typing import AsyncIterator, Protocol
+
+import anyio
 
 from ..core.errors import ApiError, ParleyError
+from ..core.passthrough import AnthropicStreamRelay
 from ..core.response import AnswerContext
 from ..core.sse import encode_events
-from ..core.stream import Event, WorkerSSETranslator
+from ..core.stream import ChatToMessagesStream, Event, WorkerSSETranslator
+from ..io.routes import Worker
 from ..io.worker import WorkerStream
 from ..telemetry import RequestOutcome
 
 __all__ = ["note_usage", "stream_answer"]
 
 logger = logging.getLogger("parley.stream")
+
+
+class _Relay(Protocol):
+    finished: bool
+
+    @property
+    def usage(self) -> dict[str, int]: ...
+    def ping(self) -> list[Event]: ...
+    def fail(self, error: ParleyError) -> list[Event]: ...
+    def feed(self, data: bytes) -> list[Event]: ...
+    def end(self) -> list[Event]: ...
 
 
 def note_usage(outcome: RequestOutcome, usage: dict[str, int]) -> None:
@@ -34,68 +49,91 @@ def _note_events(outcome: RequestOutcome | None, events: list[Event]) -> None:
         outcome.error_type = events[-1][1]["error"]["type"]
 
 
+def _relay_for(worker: Worker, prelude: ChatToMessagesStream, context: AnswerContext) -> _Relay:
+    if worker.api == "anthropic":
+        return AnthropicStreamRelay(context, started=prelude.started)
+    return WorkerSSETranslator(context, prelude)
+
+
 async def stream_answer(
-    opening: asyncio.Future[WorkerStream],
+    opening: asyncio.Future[tuple[Worker, WorkerStream]],
     context: AnswerContext,
     ping_seconds: float,
     outcome: RequestOutcome | None = None,
+    prompt_tokens: asyncio.Future[int | None] | None = None,
 ) -> AsyncIterator[bytes]:
-    """Stream the answer whose worker request `opening` is under way (or already answered).
+    """Stream the answer whose worker request `opening` is under way (failing over between
+    workers until one sends its first bytes).
 
-    While the worker has not even sent its headers (a long prefill, a model loading), the
-    client already gets `message_start` and pings; a worker error after that is an `error` event.
+    While no worker has answered (a long prefill, a model loading), the client already gets
+    `message_start` and pings; if none answers, an `error` event. `prompt_tokens`, the worker
+    tokenizer's count, is used for message_start when it is known in time.
     """
-    translator = WorkerSSETranslator(context)
+    prelude = ChatToMessagesStream(context)
+    relay: _Relay | None = None
     upstream: WorkerStream | None = None
     pending: asyncio.Future[bytes] | None = None
+
+    def use_prompt_tokens() -> None:
+        if prompt_tokens is not None and prompt_tokens.done() and not prompt_tokens.cancelled():
+            count = prompt_tokens.result()
+            if count is not None:
+                prelude.use_input_tokens(count)
+
     try:
         while not (await asyncio.wait((opening,), timeout=ping_seconds))[0]:
-            yield encode_events(translator.messages.ping())
+            use_prompt_tokens()
+            yield encode_events(prelude.ping())
         try:
-            upstream = opening.result()
+            worker, upstream = opening.result()
         except ParleyError as error:
-            events = translator.messages.fail(error)
+            events = prelude.fail(error)
             _note_events(outcome, events)
             yield encode_events(events)
             return
+        use_prompt_tokens()
+        relay = _relay_for(worker, prelude, context)
         chunks = upstream.chunks().__aiter__()
-        while not translator.finished:
+        while not relay.finished:
             if pending is None:
                 pending = asyncio.ensure_future(chunks.__anext__())
             done, _ = await asyncio.wait((pending,), timeout=ping_seconds)
             if not done:
-                yield encode_events(translator.messages.ping())
+                yield encode_events(relay.ping())
                 continue
             finished_read, pending = pending, None
             try:
                 data = finished_read.result()
             except StopAsyncIteration:
-                events = translator.end()
+                events = relay.end()
             except ParleyError as error:
-                events = translator.messages.fail(error)
+                events = relay.fail(error)
             else:
-                events = translator.feed(data)
+                events = relay.feed(data)
             if events:
                 _note_events(outcome, events)
                 yield encode_events(events)
     except Exception:
         logger.exception("stream translation failed")
-        events = translator.messages.fail(ApiError("Internal server error"))
+        events = (relay or prelude).fail(ApiError("Internal server error"))
         _note_events(outcome, events)
         if events:
             yield encode_events(events)
     finally:
-        if outcome is not None:
-            note_usage(outcome, translator.messages.usage)
+        if outcome is not None and relay is not None:
+            note_usage(outcome, relay.usage)
         if pending is not None:
             pending.cancel()
+        if prompt_tokens is not None:
+            prompt_tokens.cancel()
         await _close(opening, upstream)
 
 
-async def _close(opening: asyncio.Future[WorkerStream], upstream: WorkerStream | None) -> None:
+async def _close(opening: asyncio.Future[tuple[Worker, WorkerStream]], upstream: WorkerStream | None) -> None:
     if not opening.done():
-        opening.cancel()
+        opening.cancel()  # its own cleanup closes the connection it was opening
     elif upstream is None and not opening.cancelled() and opening.exception() is None:
-        upstream = opening.result()
+        upstream = opening.result()[1]
     if upstream is not None:
-        await upstream.aclose()
+        with anyio.CancelScope(shield=True):  # the client left: the worker must still be told
+            await upstream.aclose()
