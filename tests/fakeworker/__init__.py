@@ -1,4 +1,5 @@
-"""A scriptable fake OpenAI-compatible worker (vLLM, Ollama, llama.cpp server, SGLang) for Parley's tests."""
+"""A scriptable fake OpenAI-compatible worker (vLLM, Ollama, llama.cpp server, SGLang) for Parley's tests;
+it also answers the Anthropic Messages API (POST /v1/messages) and vLLM's POST /tokenize."""
 
 from .scripts import (
     Answer,
@@ -6,6 +7,7 @@ from .scripts import (
     Garbage,
     Hang,
     Script,
+    Stall,
     StreamError,
     ToolCall,
     WorkerError,
@@ -19,6 +21,7 @@ __all__ = [
     "Garbage",
     "Hang",
     "Script",
+    "Stall",
     "StreamError",
     "ToolCall",
     "WorkerError",

@@ -100,8 +100,17 @@ class StreamError:
     error: dict
 
 
-Script = Union[Answer, WorkerError, Drop, Hang, Garbage, StreamError]
-SCRIPT_TYPES = (Answer, WorkerError, Drop, Hang, Garbage, StreamError)
+@dataclass
+class Stall:
+    """Stream the answer's first `after_events` events, go silent for `seconds`, then the rest."""
+
+    answer: Answer
+    after_events: int
+    seconds: float
+
+
+Script = Union[Answer, WorkerError, Drop, Hang, Garbage, StreamError, Stall]
+SCRIPT_TYPES = (Answer, WorkerError, Drop, Hang, Garbage, StreamError, Stall)
 
 
 def is_streaming(request_body: Any) -> bool:

@@ -10,6 +10,7 @@ from collections import deque
 from http import HTTPStatus
 from typing import Any
 
+from .anthropic import render_anthropic_buffered, render_anthropic_stream
 from .scripts import (
     DONE_EVENT,
     SCRIPT_TYPES,
@@ -18,6 +19,7 @@ from .scripts import (
     Garbage,
     Hang,
     Script,
+    Stall,
     StreamError,
     WorkerError,
     is_streaming,
@@ -28,6 +30,8 @@ from .scripts import (
 )
 
 CHAT_PATH = "/v1/chat/completions"
+MESSAGES_PATH = "/v1/messages"
+TOKENIZE_PATH = "/tokenize"
 MODELS_PATH = "/v1/models"
 MAX_HEAD_BYTES = 64 * 1024
 
@@ -81,6 +85,12 @@ class _Connection:
         self.writer.close()
 
 
+def _renderers(request: dict[str, Any]) -> tuple[Any, Any]:
+    if request.get("anthropic"):
+        return render_anthropic_stream, render_anthropic_buffered
+    return render_stream, render_buffered
+
+
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
@@ -104,14 +114,16 @@ def _error_body(message: str, kind: str, code: int) -> bytes:
 class FakeWorker:
     """A scriptable fake vLLM / Ollama / llama.cpp / SGLang worker on 127.0.0.1.
 
-    Each POST /v1/chat/completions takes the next enqueued script (``Answer(text="ok")`` when the
-    queue is empty). Every request is recorded in ``requests``; ``disconnects`` counts connections
+    Each POST /v1/chat/completions (or POST /v1/messages, answered in Anthropic's shape) takes the
+    next enqueued script (``Answer(text="ok")`` when the queue is empty). POST /tokenize answers
+    ``token_count``. Every request is recorded in ``requests``; ``disconnects`` counts connections
     the client closed before the response was complete.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, model: str = "fake-model") -> None:
         self.host = host
         self.model = model
+        self.token_count = 1234
         self._cond = threading.Condition()
         self._queue: deque[Script] = deque()
         self._requests: list[dict[str, Any]] = []
@@ -286,8 +298,14 @@ class FakeWorker:
     async def _respond(self, conn: _Connection, request: dict[str, Any]) -> bool:
         path = request["path"].split("?", 1)[0]
         close = not request["keep_alive"]
-        if request["method"] == "POST" and path == CHAT_PATH:
+        if request["method"] == "POST" and path in (CHAT_PATH, MESSAGES_PATH):
+            request["anthropic"] = path == MESSAGES_PATH
             return await self._serve_script(conn, request, self._next_script())
+        if request["method"] == "POST" and path == TOKENIZE_PATH:
+            body = json.dumps({"count": self.token_count, "max_model_len": 32768, "tokens": []}).encode()
+            headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+            await conn.send(_head(200, headers, close) + body)
+            return not close
         if request["method"] == "GET" and path == MODELS_PATH:
             body = json.dumps(
                 {
@@ -324,6 +342,7 @@ class FakeWorker:
         """Send the scripted response; the result says whether the connection may be reused."""
         close = not request["keep_alive"]
         body = request["body"]
+        render_stream, render_buffered = _renderers(request)
         if isinstance(script, Hang):
             await asyncio.sleep(script.seconds)
             return script.then is not None and await self._play(conn, request, script.then)
@@ -337,7 +356,11 @@ class FakeWorker:
                 await self._send_buffered(conn, script, render_buffered(script, body), close)
             return True
         if isinstance(script, Drop):
-            return await self._play_drop(conn, script, body)
+            return await self._play_drop(conn, script, request)
+        if isinstance(script, Stall):
+            events = render_stream(script.answer, body)
+            await self._send_stream(conn, script.answer, events, close, stall=(script.after_events, script.seconds))
+            return True
         if isinstance(script, Garbage):
             if not is_streaming(body):
                 await self._send_buffered(conn, script.answer, script.line.encode(), close)
@@ -361,7 +384,9 @@ class FakeWorker:
             return True
         raise TypeError(f"not a worker script: {script!r}")
 
-    async def _play_drop(self, conn: _Connection, script: Drop, body: Any) -> bool:
+    async def _play_drop(self, conn: _Connection, script: Drop, request: dict[str, Any]) -> bool:
+        body = request["body"]
+        render_stream, render_buffered = _renderers(request)
         if is_streaming(body):
             events = render_stream(script.answer, body)[: script.after_events]
             await self._send_stream(conn, script.answer, events, close=False, terminate=False)
@@ -395,7 +420,13 @@ class FakeWorker:
         await conn.send(_head(200, headers, close) + payload)
 
     async def _send_stream(
-        self, conn: _Connection, answer: Answer, events: list[bytes], close: bool, terminate: bool = True
+        self,
+        conn: _Connection,
+        answer: Answer,
+        events: list[bytes],
+        close: bool,
+        terminate: bool = True,
+        stall: tuple[int, float] | None = None,
     ) -> None:
         headers = response_headers(answer.flavour, streaming=True)
         headers.append(("transfer-encoding", "chunked"))
@@ -403,6 +434,8 @@ class FakeWorker:
         size = answer.split_bytes
         pending = b""
         for i, event in enumerate(events):
+            if stall is not None and i == stall[0]:
+                await asyncio.sleep(stall[1])
             if i and answer.chunk_delay:
                 await asyncio.sleep(answer.chunk_delay)
             if size is None:

@@ -26,7 +26,6 @@ from .helpers import (
     WORKER_MODEL,
 )
 
-
 # No test may hang for long: a stuck worker fails the test instead.
 SAFETY_NET = Timeouts(connect=5.0, first_byte=20.0, idle=20.0, buffered=20.0)
 
