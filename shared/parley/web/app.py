@@ -17,7 +17,8 @@ from ..core.errors import (
     ParleyError,
     RequestTooLargeError,
 )
-from . import messages, models, usage
+from . import chat_completions, messages, models, usage
+from .chat_completions import CHAT_COMPLETIONS_PATH
 from .middleware import RequestContextMiddleware, outcome_of
 from .responses import error_response, json_response
 from .services import Services
@@ -34,6 +35,11 @@ def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
+def _error_response(request: Request, error: ParleyError, headers: dict[str, str] | None = None) -> Response:
+    openai = request.url.path == CHAT_COMPLETIONS_PATH
+    return error_response(error, _request_id(request), headers, openai=openai)
+
+
 def _note_error(request: Request, error: ParleyError) -> None:
     outcome = outcome_of(request)
     if outcome is not None:
@@ -42,19 +48,19 @@ def _note_error(request: Request, error: ParleyError) -> None:
 
 async def _parley_error(request: Request, error: ParleyError) -> Response:
     _note_error(request, error)
-    return error_response(error, _request_id(request))
+    return _error_response(request, error)
 
 
 async def _http_error(request: Request, error: HTTPException) -> Response:
     parley_error = _STATUS_ERRORS.get(error.status_code, InvalidRequestError)(str(error.detail))
     _note_error(request, parley_error)
-    return error_response(parley_error, _request_id(request), dict(error.headers or {}))
+    return _error_response(request, parley_error, dict(error.headers or {}))
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> Response:
     parley_error = InvalidRequestError(str(error.errors()[0].get("msg")))
     _note_error(request, parley_error)
-    return error_response(parley_error, _request_id(request))
+    return _error_response(request, parley_error)
 
 
 async def _unexpected_error(request: Request, error: Exception) -> Response:
@@ -81,6 +87,7 @@ def create_app(services_factory: Callable[[], Services] = Services.from_environm
     app.add_exception_handler(ClientDisconnected, _client_disconnected)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(messages.router)
+    app.include_router(chat_completions.router)
     app.include_router(models.router)
     app.include_router(usage.router)
 

@@ -1,0 +1,143 @@
+"""POST /v1/chat/completions: OpenAI-style clients, through the same keys, routes, limits and metering."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import AsyncIterator
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response, StreamingResponse
+
+from ..core.chat_passthrough import (
+    PING,
+    ChatStreamRelay,
+    answer_for_client,
+    chat_request_for_worker,
+    parse_chat_request,
+)
+from ..core.errors import InvalidRequestError, ParleyError
+from ..core.response import usage_to_anthropic
+from ..core.tokens import estimate_prompt_tokens
+from ..io.keys import KeyRecord
+from ..io.routes import Worker
+from ..io.worker import WorkerStream
+from ..telemetry import RequestOutcome
+from .accounting import admit
+from .dependencies import authenticate, read_body, resolve_route, services_of
+from .middleware import outcome_of
+from .responses import json_response
+from .streaming import note_usage
+from .upstream import call_route, unless_client_leaves
+
+__all__ = ["CHAT_COMPLETIONS_PATH", "router"]
+
+CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
+_WORKER_PATH = "/chat/completions"
+router = APIRouter()
+
+
+@router.post(CHAT_COMPLETIONS_PATH)
+async def create_chat_completion(request: Request, key: KeyRecord = Depends(authenticate)) -> Response:
+    services = services_of(request)
+    chat = parse_chat_request(await read_body(request, services.settings.max_body_bytes))
+    model, streaming = chat["model"], bool(chat.get("stream"))
+    route = await resolve_route(request, model, key.account)
+    openai_workers = tuple(worker for worker in route.workers if worker.api == "openai")
+    if not openai_workers:
+        raise InvalidRequestError(f"model: {model} is served through the Anthropic API only; use POST /v1/messages")
+    route = dataclasses.replace(route, workers=openai_workers)
+    outcome = outcome_of(request)
+    if outcome is not None:
+        outcome.model, outcome.stream = model, streaming
+    prompt_tokens = estimate_prompt_tokens(chat["messages"], chat.get("tools"))
+    await admit(request, services, key, route, prompt_tokens)
+    timeouts = route.timeouts
+
+    def forwarded(worker: Worker) -> dict:
+        return chat_request_for_worker(chat, worker.profile, prompt_tokens)
+
+    if streaming:
+        wants_usage = bool((chat.get("stream_options") or {}).get("include_usage"))
+        opening = asyncio.ensure_future(
+            call_route(
+                request,
+                services,
+                route,
+                lambda client, worker: client.open_stream(worker, _WORKER_PATH, forwarded(worker), timeouts),
+            )
+        )
+        try:
+            await unless_client_leaves(request, asyncio.wait((opening,), timeout=services.settings.ping_seconds))
+        except BaseException:
+            opening.cancel()
+            raise
+        if opening.done() and opening.exception() is not None:
+            raise opening.exception()  # type: ignore[misc]
+        relay = ChatStreamRelay(model, prompt_tokens, wants_usage)
+        return StreamingResponse(
+            _relay(opening, relay, services.settings.ping_seconds, outcome),
+            media_type="text/event-stream; charset=utf-8",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    _, answer = await unless_client_leaves(
+        request,
+        call_route(
+            request,
+            services,
+            route,
+            lambda client, worker: client.complete(worker, _WORKER_PATH, forwarded(worker), timeouts),
+        ),
+    )
+    if outcome is not None:
+        usage = answer.get("usage")
+        note_usage(outcome, usage_to_anthropic(usage if isinstance(usage, dict) else None, prompt_tokens, 0))
+    return json_response(answer_for_client(answer, model))
+
+
+async def _relay(
+    opening: asyncio.Future[tuple[Worker, WorkerStream]],
+    relay: ChatStreamRelay,
+    ping_seconds: float,
+    outcome: RequestOutcome | None,
+) -> AsyncIterator[bytes]:
+    upstream: WorkerStream | None = None
+    pending: asyncio.Future[bytes] | None = None
+    try:
+        while not (await asyncio.wait((opening,), timeout=ping_seconds))[0]:
+            yield PING
+        try:
+            _, upstream = opening.result()
+        except ParleyError as error:
+            yield relay.fail(error)
+            return
+        chunks = upstream.chunks().__aiter__()
+        while not relay.finished:
+            pending = pending or asyncio.ensure_future(chunks.__anext__())
+            done, _ = await asyncio.wait((pending,), timeout=ping_seconds)
+            if not done:
+                yield PING
+                continue
+            finished_read, pending = pending, None
+            try:
+                out = relay.feed(finished_read.result())
+            except StopAsyncIteration:
+                out = relay.end()
+            except ParleyError as error:
+                out = relay.fail(error)
+            if out:
+                if outcome is not None and outcome.first_token_at is None:
+                    outcome.first_token_at = time.perf_counter()
+                yield out
+    finally:
+        if outcome is not None:
+            note_usage(outcome, relay.usage)
+        if pending is not None:
+            pending.cancel()
+        if not opening.done():
+            opening.cancel()
+        if upstream is not None:
+            with anyio.CancelScope(shield=True):
+                await upstream.aclose()
