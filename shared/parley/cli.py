@@ -143,36 +143,104 @@ def _usage(args: argparse.Namespace) -> int:
     return 0
 
 
+_WORKER_FLAGS = {"continuous_usage", "images", "files", "tokenize", "adapt_tool_schemas", "short_tool_ids"}
+_WORKER_NUMBERS = {"weight": float, "max_output_tokens": int, "context_tokens": int}
+
+
+def _worker_spec(spec: str) -> dict[str, Any]:
+    """`url=…,model=…[,key=env:NAME][,api=anthropic][,weight=2][,tokenize][,images=false]…`"""
+    options: dict[str, Any] = {}
+    for part in filter(None, (piece.strip() for piece in spec.split(","))):
+        name, _, value = part.partition("=")
+        name = {"url": "base_url", "key": "api_key_ref"}.get(name, name).replace("-", "_")
+        if name in _WORKER_FLAGS:
+            options[name] = value.lower() not in ("false", "no", "0") if value else True
+        elif name in _WORKER_NUMBERS:
+            options[name] = _WORKER_NUMBERS[name](value)
+        else:
+            options[name] = value
+    return options
+
+
+def _route_workers(args: argparse.Namespace) -> tuple[Any, ...]:
+    from .io.routes import Worker
+
+    specs = [_worker_spec(spec) for spec in args.worker or ()]
+    if args.worker_url:
+        specs.insert(
+            0,
+            {
+                "base_url": args.worker_url,
+                "model": args.worker_model,
+                "api_key_ref": f"env:{args.api_key_env}" if args.api_key_env else None,
+                "max_output_tokens": args.max_output_tokens,
+            },
+        )
+    if not specs:
+        raise SystemExit("parley routes add: give --worker-url and --worker-model, or --worker (repeatable)")
+    try:
+        return tuple(Worker(**spec) for spec in specs)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"parley routes add: bad worker: {exc}") from None
+
+
 def _routes(args: argparse.Namespace) -> int:
+    from .core.errors import ParleyError
     from .core.metering import Prices
-    from .io.routes import Route, RouteStore, Worker
+    from .io.egress import check_public_worker_url
+    from .io.routes import Route, RouteStore, Timeouts
 
     store = RouteStore(_dynamodb(), Settings.from_environment().routes_table)
     if args.routes_command == "add":
-        worker = Worker(
-            base_url=args.worker_url,
-            model=args.worker_model,
-            api_key_ref=f"env:{args.api_key_env}" if args.api_key_env else None,
-            max_output_tokens=args.max_output_tokens,
+        workers = _route_workers(args)
+        if args.account:
+            for worker in workers:
+                try:
+                    check_public_worker_url(worker.base_url)
+                except ParleyError as error:
+                    raise SystemExit(f"parley routes add: {error.message}") from None
+        defaults = Timeouts()
+        timeouts = Timeouts(
+            connect=args.connect_timeout or defaults.connect,
+            first_byte=args.first_byte_timeout or defaults.first_byte,
+            idle=args.idle_timeout or defaults.idle,
+            buffered=args.buffered_timeout or defaults.buffered,
         )
         store.put(
             Route(
                 prices=Prices(args.input_price, args.output_price),
                 model=args.model,
-                workers=(worker,),
+                workers=workers,
                 aliases=tuple(args.alias or ()),
                 display_name=args.display_name or args.model,
+                timeouts=timeouts,
+                account=args.account,
             )
         )
-        print(f"route {args.model} → {args.worker_url} ({args.worker_model})")
+        owner = f" for account {args.account}" if args.account else ""
+        print(f"route {args.model}{owner} → " + ", ".join(f"{w.base_url} ({w.model})" for w in workers))
     elif args.routes_command == "list":
         rows = [
-            [r.model, ",".join(r.aliases), r.worker.base_url, r.worker.model, str(r.worker.max_output_tokens or "")]
+            [
+                r.model,
+                r.account or "",
+                ",".join(r.aliases),
+                w.base_url,
+                w.model,
+                w.api,
+                f"{w.weight:g}",
+                str(w.max_output_tokens or ""),
+            ]
             for r in store.load()
+            for w in r.workers
         ]
-        print(_table(rows, ["MODEL", "ALIASES", "WORKER URL", "WORKER MODEL", "MAX OUTPUT"]))
+        print(
+            _table(rows, ["MODEL", "ACCOUNT", "ALIASES", "WORKER URL", "WORKER MODEL", "API", "WEIGHT", "MAX OUTPUT"])
+        )
     elif args.routes_command == "remove":
-        store.remove(args.model)
+        if not store.remove(args.model, args.account):
+            print(f"no route {args.model}", file=sys.stderr)
+            return 1
         print(f"removed {args.model}")
     return 0
 
@@ -219,8 +287,20 @@ def _parser() -> argparse.ArgumentParser:
     routes = commands.add_parser("routes", help="model routes").add_subparsers(dest="routes_command", required=True)
     add = routes.add_parser("add")
     add.add_argument("model", help="the public model name clients send")
-    add.add_argument("--worker-url", required=True, help="the worker's OpenAI base URL, ending in /v1")
-    add.add_argument("--worker-model", required=True, help="the model name the worker serves")
+    add.add_argument("--worker-url", help="the worker's OpenAI base URL, ending in /v1")
+    add.add_argument("--worker-model", help="the model name the worker serves")
+    add.add_argument(
+        "--worker",
+        action="append",
+        help="another worker (repeatable): url=…,model=…[,key=env:NAME|secretsmanager:ID|ssm:NAME]"
+        "[,api=openai|anthropic][,weight=N][,max_output_tokens=N][,context_tokens=N]"
+        "[,tokenize][,images=false][,files][,adapt_tool_schemas][,short_tool_ids][,continuous_usage]",
+    )
+    add.add_argument("--account", help="an account's own route: only its keys see it; workers must be public https")
+    add.add_argument("--connect-timeout", type=float, help="seconds (default 5)")
+    add.add_argument("--first-byte-timeout", type=float, help="seconds to a stream's first byte (default 120)")
+    add.add_argument("--idle-timeout", type=float, help="longest silence between stream chunks (default 60)")
+    add.add_argument("--buffered-timeout", type=float, help="seconds for a whole buffered answer (default 600)")
     add.add_argument("--api-key-env", help="the environment variable holding the worker's API key")
     add.add_argument("--max-output-tokens", type=int)
     add.add_argument("--alias", action="append", help="a model-name pattern this route also answers (e.g. 'claude-*')")
@@ -228,7 +308,9 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--input-price", type=float, default=0.0, help="USD per million input tokens")
     add.add_argument("--output-price", type=float, default=0.0, help="USD per million output tokens")
     routes.add_parser("list")
-    routes.add_parser("remove").add_argument("model")
+    remove = routes.add_parser("remove")
+    remove.add_argument("model")
+    remove.add_argument("--account", help="remove the account's own route of this name")
     for sub in routes.choices.values():
         sub.set_defaults(run=_routes)
     accounts = commands.add_parser("accounts", help="account limits").add_subparsers(

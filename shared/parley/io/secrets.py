@@ -2,6 +2,7 @@
 
     env:NAME                    the environment variable NAME (local stacks)
     secretsmanager:ARN_OR_NAME  an AWS Secrets Manager secret's string
+    ssm:NAME                    an SSM Parameter Store parameter (SecureString decrypted)
 
 Values are cached per instance (`cache_seconds`) and fetched off the event loop.
 """
@@ -19,9 +20,10 @@ __all__ = ["SecretResolver"]
 
 
 class SecretResolver:
-    def __init__(self, cache_seconds: float = 300.0, secretsmanager: Any = None) -> None:
+    def __init__(self, cache_seconds: float = 300.0, secretsmanager: Any = None, ssm: Any = None) -> None:
         self._cache: ExpiringCache[str | None] = ExpiringCache(cache_seconds)
         self._secretsmanager = secretsmanager
+        self._ssm = ssm
 
     async def resolve(self, reference: str | None) -> str | None:
         if not reference:
@@ -29,11 +31,11 @@ class SecretResolver:
         kind, _, name = reference.partition(":")
         if kind == "env":
             return os.environ.get(name) or None
-        if kind != "secretsmanager":
+        if kind not in ("secretsmanager", "ssm"):
             raise ApiError(f"The route's worker key reference kind {kind!r} is not supported.")
         value = self._cache.get(reference)
         if value is ExpiringCache.MISSING:
-            value = await asyncio.to_thread(self._fetch, name)
+            value = await asyncio.to_thread(self._fetch if kind == "secretsmanager" else self._fetch_parameter, name)
             self._cache.put(reference, value)
         return value  # type: ignore[return-value]
 
@@ -47,4 +49,16 @@ class SecretResolver:
         except Exception as exc:  # botocore's errors: the operator must see which secret failed
             raise ApiError(
                 f"The worker's API key could not be read from Secrets Manager ({type(exc).__name__})."
+            ) from None
+
+    def _fetch_parameter(self, name: str) -> str | None:
+        if self._ssm is None:
+            import boto3
+
+            self._ssm = boto3.client("ssm")
+        try:
+            return self._ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"].get("Value") or None
+        except Exception as exc:  # botocore's errors: the operator must see which parameter failed
+            raise ApiError(
+                f"The worker's API key could not be read from SSM Parameter Store ({type(exc).__name__})."
             ) from None
