@@ -3,14 +3,16 @@
 `uvicorn bench.instrumented:app` serves `parley.web.app:app` unchanged, except that its DynamoDB
 client counts every call it makes, split by whether a response was still open when the call
 started (so the client was, or could be, waiting for it: the critical path) or not (background).
-GET /_bench/dynamodb returns the counts since the last call and resets them. Sequential requests
-only: with several in flight, "a response was open" is not "this request's response was open".
+GET /_bench/dynamodb returns the counts since the last call and resets them. A call belongs to
+the request whose context it runs in (contextvars follow Parley's threads and background tasks),
+so work a request leaves behind is never counted against the next one.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -24,12 +26,13 @@ __all__ = ["app"]
 _READS = {"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems", "DescribeTable"}
 
 _lock = threading.Lock()
-_open_responses = 0
+_response_open: ContextVar[list[bool] | None] = ContextVar("response_open", default=None)
 _calls: Counter[tuple[str, str]] = Counter()
 
 
 def _count(model: Any, **_: Any) -> None:
-    where = "critical" if _open_responses else "background"
+    state = _response_open.get()
+    where = "critical" if state is not None and state[0] else "background"
     with _lock:
         _calls[(where, model.name)] += 1
 
@@ -59,7 +62,6 @@ def _report() -> bytes:
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    global _open_responses
     if scope["type"] == "http" and scope["path"] == "/_bench/dynamodb":
         body = _report()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
@@ -68,19 +70,15 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         await parley_app(scope, receive, send)
         return
-    _open_responses += 1
-    still_open = True
+    state = [True]  # this request's response is still open
+    _response_open.set(state)
 
     async def counting_send(message: dict[str, Any]) -> None:
-        nonlocal still_open
-        global _open_responses
         await send(message)
-        if still_open and message["type"] == "http.response.body" and not message.get("more_body", False):
-            still_open = False
-            _open_responses -= 1
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            state[0] = False
 
     try:
         await parley_app(scope, receive, counting_send)
     finally:
-        if still_open:
-            _open_responses -= 1
+        state[0] = False

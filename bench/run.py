@@ -208,9 +208,11 @@ def dynamodb_calls(parley_url: str, call: Callable[[], Timing], n: int) -> dict[
 # -- the run --------------------------------------------------------------------------------------
 
 
-def run(requests: int, seconds: float) -> dict[str, Any]:
+def run(requests: int, seconds: float, meter_before_end: bool = False) -> dict[str, Any]:
     use_local_aws_defaults()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if meter_before_end:  # as in Lambda: usage written before each response's last byte
+        env["PARLEY_METER_AFTER_RESPONSE"] = "0"
     with ExitStack() as stack:
         dynamodb_port, worker_port, parley_port = _free_port(), _free_port(), _free_port()
         moto = _start(
@@ -411,8 +413,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="sequential pairs for the small request")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--meter-before-end", action="store_true", help="write usage before each response's last byte, as in Lambda"
+    )
     args = parser.parse_args()
-    results = run(args.requests, args.seconds)
+    results = run(args.requests, args.seconds, args.meter_before_end)
+    results["meter_before_end"] = args.meter_before_end
     text = table(results)
     print(text)
     details = results["dynamodb_per_warm_request"]["limited_key_buffered"]
