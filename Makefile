@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SAM_VENV := .venv-sam
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PIP="$(CURDIR)/$(BIN)/python -m pip" $(SAM_VENV)/bin/sam
 
-.PHONY: dev test format install check-stack clean
+.PHONY: dev test format install check-stack clean bench
 
 ## make dev: Parley on http://127.0.0.1:8080 with an embedded DynamoDB (prints a dev key)
 dev: $(STAMP)
@@ -14,13 +14,25 @@ dev: $(STAMP)
 
 ## make test: the whole suite (the Claude Code CLI comes from npm for the end-to-end tests)
 test: $(STAMP) node_modules/.package-lock.json
-	$(BIN)/ruff check shared tests functions
-	$(BIN)/ruff format --check shared tests functions
+	$(BIN)/ruff check shared tests functions bench
+	$(BIN)/ruff format --check shared tests functions bench
 	$(BIN)/python -m pytest
 
 format: $(STAMP)
-	$(BIN)/ruff format shared tests functions
-	$(BIN)/ruff check --fix shared tests functions
+	$(BIN)/ruff format shared tests functions bench
+	$(BIN)/ruff check --fix shared tests functions bench
+
+## make bench: Parley's added latency, per-chunk cost, throughput, import time and DynamoDB calls,
+## side by side with calling a fast fake worker directly (not run by make test; see README)
+BENCH_STAMP := $(VENV)/.bench-$(shell cksum pyproject.toml | cut -d' ' -f1)
+bench: $(BENCH_STAMP)
+	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	rm -f $(VENV)/.bench-*
+	touch $@
 
 install: $(STAMP) node_modules/.package-lock.json
 

@@ -13,6 +13,11 @@ def _float(name: str, default: float) -> float:
     return float(value) if value else default
 
 
+def _bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return value.strip().lower() in ("1", "true", "yes", "on") if value else default
+
+
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
@@ -35,6 +40,9 @@ class Settings:
     worker_attempts: int = 3
     worker_cooldown_seconds: float = 30.0
     worker_max_connections: int = 256
+    # Write usage after the response has ended instead of just before its last byte. Only safe
+    # where the process is not frozen when a response ends: not in Lambda (docs/metering.md).
+    meter_after_response: bool = False
 
     @property
     def table_names(self) -> dict[str, str]:
@@ -67,4 +75,5 @@ class Settings:
             worker_attempts=_int("PARLEY_WORKER_ATTEMPTS", defaults.worker_attempts),
             worker_cooldown_seconds=_float("PARLEY_WORKER_COOLDOWN_SECONDS", defaults.worker_cooldown_seconds),
             worker_max_connections=_int("PARLEY_WORKER_MAX_CONNECTIONS", defaults.worker_max_connections),
+            meter_after_response=_bool("PARLEY_METER_AFTER_RESPONSE", not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")),
         )

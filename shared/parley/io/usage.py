@@ -146,6 +146,10 @@ class UsageStore:
             time.sleep(min(1.0, 0.01 * 2**attempt) * random.uniform(0.2, 1.0))
         raise MeteringError(f"usage for {event.request_id} was not written after {self._max_attempts} attempts")
 
+    def cached_month_spend(self, scope: str, now: float) -> int | object:
+        """This month's cached spend of `scope`, or ExpiringCache.MISSING (no I/O)."""
+        return self._spend.get(f"{scope}|month#{month_of(now)}")
+
     def month_spend_micros(self, scope: str, now: float) -> int:
         """This month's spend of `key#ID` or `account#NAME`, cached per instance for a few seconds."""
         sort = f"month#{month_of(now)}"

@@ -1,11 +1,13 @@
 """Admission before a worker is called (allowed models, monthly spend, rate limits), and metering
-once the request has ended (exactly once, before the response's last byte)."""
+once the request has ended: exactly once, before the response's last byte in Lambda, or just
+after the response where the process is not frozen when it ends (docs/metering.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from typing import Any
 
 from starlette.requests import Request
 
@@ -13,14 +15,14 @@ from ..core.errors import InvalidRequestError, PermissionDeniedError
 from ..core.metering import MICROS_PER_USD, UsageEvent, cost_micros
 from ..io.expiring import ExpiringCache
 from ..io.keys import KeyRecord
-from ..io.limits import rate_limit_headers
+from ..io.limits import Allowance, rate_limit_headers
 from ..io.routes import Route
 from ..telemetry import RequestOutcome
 from .dependencies import store_call
 from .middleware import outcome_of
 from .services import Services
 
-__all__ = ["admit", "settle", "usage_event"]
+__all__ = ["admit", "conclude", "drain", "in_background", "settle", "usage_event", "write"]
 
 logger = logging.getLogger("parley.metering")
 
@@ -39,16 +41,20 @@ async def admit(request: Request, services: Services, key: KeyRecord, route: Rou
     now = time.time()
     for scope, limits in scopes:
         if limits.monthly_spend_usd is not None:
-            spent = await store_call(services.usage.month_spend_micros, scope, now)
+            spent = services.usage.cached_month_spend(scope, now)  # no I/O, no thread hop
+            if spent is ExpiringCache.MISSING:
+                spent = await store_call(services.usage.month_spend_micros, scope, now)
             if spent >= limits.monthly_spend_usd * MICROS_PER_USD:
                 # Anthropic's own wording, which clients such as Claude Code recognise.
                 raise InvalidRequestError(
                     f"Your credit balance is too low to access this API: {_whose(scope)} monthly spend "
                     f"limit of ${limits.monthly_spend_usd:,.2f} is reached."
                 )
-    allowances = []
+    allowances: list[Allowance] | None = []
     if any(limits.any_rate for _, limits in scopes):
-        allowances = await store_call(services.limits.acquire, scopes, estimated_tokens, now)
+        allowances = services.limits.acquire_local(scopes, estimated_tokens, now)  # no I/O
+        if allowances is None:
+            allowances = await store_call(services.limits.acquire, scopes, estimated_tokens, now)
     outcome = outcome_of(request)
     if outcome is not None:
         outcome.prices, outcome.allowances, outcome.estimated_tokens = route.prices, allowances, estimated_tokens
@@ -82,19 +88,49 @@ def usage_event(outcome: RequestOutcome) -> UsageEvent | None:
     )
 
 
-def _write(services: Services, outcome: RequestOutcome, event: UsageEvent) -> None:
-    services.usage.record(event)
-    used = event.input_tokens + event.cache_read_input_tokens + event.output_tokens
-    for allowance in outcome.allowances:
-        services.limits.adjust(allowance, tokens=used - outcome.estimated_tokens)
-
-
-async def settle(services: Services, outcome: RequestOutcome) -> None:
+def conclude(services: Services, outcome: RequestOutcome) -> UsageEvent | None:
+    """The request's usage event, with its real tokens counted in this instance's rate-limit
+    view at once (no I/O), so that the next request already sees them."""
     event = usage_event(outcome)
-    if event is None:
-        return
+    if event is not None:
+        used = event.input_tokens + event.cache_read_input_tokens + event.output_tokens
+        for allowance in outcome.allowances:
+            services.limits.note_tokens(allowance, used - outcome.estimated_tokens)
+    return event
+
+
+def _write(services: Services, event: UsageEvent) -> None:
     try:
-        await asyncio.to_thread(_write, services, outcome, event)
+        services.usage.record(event)
     except Exception:  # MeteringError after every retry, or anything unforeseen
         # The log line carries the whole event, so it can be replayed: usage is never silently lost.
         logger.exception("metering failed; usage event follows: %s", event)
+    try:
+        services.limits.flush()
+    except Exception:  # the counts stay in memory for the next flush or lease
+        logger.exception("rate-limit token counts not written yet")
+
+
+async def write(services: Services, event: UsageEvent | None) -> None:
+    """Write the usage event and this instance's pending rate-limit token counts."""
+    if event is not None:
+        await asyncio.to_thread(_write, services, event)
+
+
+async def settle(services: Services, outcome: RequestOutcome) -> None:
+    await write(services, conclude(services, outcome))
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def in_background(work: Any) -> None:
+    """Run `work` (a coroutine) after the response; `drain` waits for all of it at shutdown."""
+    task = asyncio.ensure_future(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def drain() -> None:
+    while _background:
+        await asyncio.gather(*list(_background), return_exceptions=True)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +19,7 @@ from ..core.errors import (
     RequestTooLargeError,
 )
 from . import chat_completions, messages, models, usage
+from .accounting import drain
 from .chat_completions import CHAT_COMPLETIONS_PATH
 from .middleware import RequestContextMiddleware, outcome_of
 from .responses import error_response, json_response
@@ -76,8 +78,14 @@ async def _client_disconnected(request: Request, error: ClientDisconnected) -> R
     return Response(status_code=499)  # nobody reads it: the client has gone
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    await drain()  # usage written after responses (settings.meter_after_response)
+
+
 def create_app(services_factory: Callable[[], Services] = Services.from_environment) -> FastAPI:
-    app = FastAPI(title="Parley", version="0.1.0", docs_url=None, redoc_url=None)
+    app = FastAPI(title="Parley", version="0.1.0", docs_url=None, redoc_url=None, lifespan=_lifespan)
     app.state.services = None
     app.state.services_factory = services_factory
     app.add_middleware(RequestContextMiddleware)

@@ -1,5 +1,6 @@
 """Per-request context: the request id on every response, and the request's outcome recorded
-once, before the response's last byte (after it, Lambda may freeze the process)."""
+once: before the response's last byte (after it, Lambda may freeze the process), or, where the
+process runs on (settings.meter_after_response), right after it without the client waiting."""
 
 from __future__ import annotations
 
@@ -34,17 +35,32 @@ class RequestContextMiddleware:
         if scope["path"].startswith(_OBSERVED_PREFIX):
             outcome = state["outcome"] = RequestOutcome(request_id, scope["method"], scope["path"])
 
-        async def finish() -> None:
+        async def finish(final: dict[str, Any] | None = None) -> None:
+            """Record the outcome, then send `final` (the response's last message) if given."""
             nonlocal outcome
-            if outcome is not None:
-                finished, outcome = outcome, None
-                finished.finished = time.perf_counter()
-                from .accounting import settle
-                from .dependencies import services_of_app
+            if outcome is None:
+                if final is not None:
+                    await send(final)
+                return
+            finished, outcome = outcome, None
+            finished.finished = time.perf_counter()
+            from .accounting import conclude, in_background, write
+            from .dependencies import services_of_app
 
-                services = services_of_app(scope["app"])
-                await settle(services, finished)
+            services = services_of_app(scope["app"])
+            event = conclude(services, finished)
+            if services.settings.meter_after_response:
                 services.telemetry.record(finished)
+                try:
+                    if final is not None:
+                        await send(final)
+                finally:
+                    in_background(write(services, event))
+                return
+            await write(services, event)
+            services.telemetry.record(finished)
+            if final is not None:
+                await send(final)
 
         async def send_with_context(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -55,7 +71,8 @@ class RequestContextMiddleware:
                 if outcome is not None:
                     outcome.status = message["status"]
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                await finish()
+                await finish(message)
+                return
             await send(message)
 
         try:
