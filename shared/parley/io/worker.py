@@ -87,30 +87,30 @@ def _failure_from(response: httpx.Response, body: bytes) -> WorkerFailure:
 
 class WorkerStream:
     """An open streaming answer whose first bytes have arrived: iterate `chunks()`, then
-    (always) `aclose()`. A silence longer than `idle_seconds` ends it with a timeout error."""
+    (always) `aclose()`."""
 
     def __init__(self, response: httpx.Response, first: bytes, raw: AsyncIterator[bytes], idle_seconds: float):
         self._response = response
         self._first = first
         self._raw = raw
-        self._idle_seconds = idle_seconds
+        self.idle_seconds = idle_seconds
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive. The caller enforces `idle_seconds` (it waits for each
+        chunk anyway, to send pings) and raises `idle_timeout()` when it passes."""
         if self._first:
             yield self._first
-        while True:
-            try:
-                with _translate_transport_errors():
-                    chunk = await asyncio.wait_for(self._raw.__anext__(), self._idle_seconds)
-            except StopAsyncIteration:
-                return
-            except asyncio.TimeoutError:
-                raise GatewayTimeoutError(
-                    f"The worker sent nothing for {self._idle_seconds:g} seconds in the middle of its answer."
-                ) from None
-            except WorkerFailure as failure:
-                raise failure.error from None
-            yield chunk
+        try:
+            with _translate_transport_errors():
+                async for chunk in self._raw:
+                    yield chunk
+        except WorkerFailure as failure:
+            raise failure.error from None
+
+    def idle_timeout(self) -> GatewayTimeoutError:
+        return GatewayTimeoutError(
+            f"The worker sent nothing for {self.idle_seconds:g} seconds in the middle of its answer."
+        )
 
     async def aclose(self) -> None:
         await self._response.aclose()

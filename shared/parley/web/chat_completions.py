@@ -114,19 +114,26 @@ async def _relay(
             yield relay.fail(error)
             return
         chunks = upstream.chunks().__aiter__()
+        clock = asyncio.get_running_loop().time
+        last_data = clock()
         while not relay.finished:
             pending = pending or asyncio.ensure_future(chunks.__anext__())
-            done, _ = await asyncio.wait((pending,), timeout=ping_seconds)
+            quiet_left = upstream.idle_seconds - (clock() - last_data)
+            done, _ = await asyncio.wait((pending,), timeout=max(0.0, min(ping_seconds, quiet_left)))
             if not done:
-                yield PING
-                continue
-            finished_read, pending = pending, None
-            try:
-                out = relay.feed(finished_read.result())
-            except StopAsyncIteration:
-                out = relay.end()
-            except ParleyError as error:
-                out = relay.fail(error)
+                if clock() - last_data < upstream.idle_seconds:
+                    yield PING
+                    continue
+                out = relay.fail(upstream.idle_timeout())
+            else:
+                last_data = clock()
+                finished_read, pending = pending, None
+                try:
+                    out = relay.feed(finished_read.result())
+                except StopAsyncIteration:
+                    out = relay.end()
+                except ParleyError as error:
+                    out = relay.fail(error)
             if out:
                 if outcome is not None and outcome.first_token_at is None:
                     outcome.first_token_at = time.perf_counter()

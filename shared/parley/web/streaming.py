@@ -94,22 +94,29 @@ async def stream_answer(
         use_prompt_tokens()
         relay = _relay_for(worker, prelude, context)
         chunks = upstream.chunks().__aiter__()
+        clock = asyncio.get_running_loop().time
+        last_data = clock()
         while not relay.finished:
             if pending is None:
                 pending = asyncio.ensure_future(chunks.__anext__())
-            done, _ = await asyncio.wait((pending,), timeout=ping_seconds)
+            quiet_left = upstream.idle_seconds - (clock() - last_data)
+            done, _ = await asyncio.wait((pending,), timeout=max(0.0, min(ping_seconds, quiet_left)))
             if not done:
-                yield encode_events(relay.ping())
-                continue
-            finished_read, pending = pending, None
-            try:
-                data = finished_read.result()
-            except StopAsyncIteration:
-                events = relay.end()
-            except ParleyError as error:
-                events = relay.fail(error)
+                if clock() - last_data < upstream.idle_seconds:
+                    yield encode_events(relay.ping())
+                    continue
+                events = relay.fail(upstream.idle_timeout())
             else:
-                events = relay.feed(data)
+                last_data = clock()
+                finished_read, pending = pending, None
+                try:
+                    data = finished_read.result()
+                except StopAsyncIteration:
+                    events = relay.end()
+                except ParleyError as error:
+                    events = relay.fail(error)
+                else:
+                    events = relay.feed(data)
             if events:
                 _note_events(outcome, events)
                 yield encode_events(events)
