@@ -40,7 +40,7 @@ import orjson
 
 from parley.core.anthropic_types import parse_messages_request
 from parley.core.metering import Limits
-from parley.core.request import messages_to_chat
+from parley.core.request import WorkerProfile, messages_to_chat
 from parley.io.keys import KeyStore
 from parley.io.routes import Route, RouteStore, Worker
 from parley.local.stack import _free_port, seed, use_local_aws_defaults
@@ -109,7 +109,9 @@ def payloads() -> dict[str, dict[str, Any]]:
     for name, anthropic in cases.items():
         body = orjson.dumps(anthropic)
         mode = {"paced": "paced", "long": "long"}.get(name, "instant")
-        chat = messages_to_chat(parse_messages_request(body), Worker("", WORKER_MODEL, None, MAX_OUTPUT_TOKENS).limits)
+        chat = messages_to_chat(
+            parse_messages_request(body), WorkerProfile(WORKER_MODEL, max_output_tokens=MAX_OUTPUT_TOKENS)
+        )
         out[name] = {"anthropic": body, "chat": orjson.dumps(chat), "worker_path": f"/{mode}/v1/chat/completions"}
     return out
 
@@ -236,14 +238,16 @@ def run(requests: int, seconds: float, meter_before_end: bool = False) -> dict[s
         seeded = seed(
             dynamodb,
             settings,
-            Worker(f"{worker_base}/instant/v1", WORKER_MODEL, None, MAX_OUTPUT_TOKENS),
+            Worker(f"{worker_base}/instant/v1", WORKER_MODEL, max_output_tokens=MAX_OUTPUT_TOKENS),
             "bench-instant",
             None,
             demo=False,
         )
         routes = RouteStore(dynamodb, settings.routes_table)
         for mode in ("paced", "long"):
-            routes.put(Route(f"bench-{mode}", (Worker(f"{worker_base}/{mode}/v1", WORKER_MODEL, None, 8192),)))
+            routes.put(
+                Route(f"bench-{mode}", (Worker(f"{worker_base}/{mode}/v1", WORKER_MODEL, max_output_tokens=8192),))
+            )
         limited_key, _ = KeyStore(dynamodb, settings.keys_table).create("bench", "limited", limits=BENCH_LIMITS)
 
         parley = _start(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from contextlib import aclosing
 from typing import AsyncIterator
 
 import anyio
@@ -29,7 +30,7 @@ from .accounting import admit
 from .dependencies import authenticate, read_body, resolve_route, services_of
 from .middleware import outcome_of
 from .responses import json_response
-from .streaming import note_usage
+from .streaming import chunks_or_silences, note_usage
 from .upstream import call_route, unless_client_leaves
 
 __all__ = ["CHAT_COMPLETIONS_PATH", "router"]
@@ -104,7 +105,6 @@ async def _relay(
     outcome: RequestOutcome | None,
 ) -> AsyncIterator[bytes]:
     upstream: WorkerStream | None = None
-    pending: asyncio.Future[bytes] | None = None
     try:
         while not (await asyncio.wait((opening,), timeout=ping_seconds))[0]:
             yield PING
@@ -113,36 +113,23 @@ async def _relay(
         except ParleyError as error:
             yield relay.fail(error)
             return
-        chunks = upstream.chunks().__aiter__()
-        clock = asyncio.get_running_loop().time
-        last_data = clock()
-        while not relay.finished:
-            pending = pending or asyncio.ensure_future(chunks.__anext__())
-            quiet_left = upstream.idle_seconds - (clock() - last_data)
-            done, _ = await asyncio.wait((pending,), timeout=max(0.0, min(ping_seconds, quiet_left)))
-            if not done:
-                if clock() - last_data < upstream.idle_seconds:
+        async with aclosing(chunks_or_silences(upstream, ping_seconds)) as chunks:
+            async for data in chunks:
+                if data is None:
                     yield PING
                     continue
-                out = relay.fail(upstream.idle_timeout())
+                out = relay.fail(data) if isinstance(data, ParleyError) else relay.feed(data)
+                if out:
+                    if outcome is not None and outcome.first_token_at is None:
+                        outcome.first_token_at = time.perf_counter()
+                    yield out
+                if relay.finished:
+                    break
             else:
-                last_data = clock()
-                finished_read, pending = pending, None
-                try:
-                    out = relay.feed(finished_read.result())
-                except StopAsyncIteration:
-                    out = relay.end()
-                except ParleyError as error:
-                    out = relay.fail(error)
-            if out:
-                if outcome is not None and outcome.first_token_at is None:
-                    outcome.first_token_at = time.perf_counter()
-                yield out
+                yield relay.end()
     finally:
         if outcome is not None:
             note_usage(outcome, relay.usage)
-        if pending is not None:
-            pending.cancel()
         if not opening.done():
             opening.cancel()
         if upstream is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import aclosing
 from typing import AsyncIterator, Protocol
 
 import anyio
@@ -18,7 +19,7 @@ from ..io.routes import Worker
 from ..io.worker import WorkerStream
 from ..telemetry import RequestOutcome
 
-__all__ = ["note_usage", "stream_answer"]
+__all__ = ["chunks_or_silences", "note_usage", "stream_answer"]
 
 logger = logging.getLogger("parley.stream")
 
@@ -55,6 +56,40 @@ def _relay_for(worker: Worker, prelude: ChatToMessagesStream, context: AnswerCon
     return WorkerSSETranslator(context, prelude)
 
 
+async def chunks_or_silences(upstream: WorkerStream, ping_seconds: float) -> AsyncIterator[bytes | None | ParleyError]:
+    """The worker's chunks as they arrive; `None` for every `ping_seconds` of silence (send a
+    ping); a ParleyError, last, if the stream fails or stays silent past its idle timeout."""
+    chunks = upstream.chunks().__aiter__()
+    clock = asyncio.get_running_loop().time
+    last_data = clock()
+    pending: asyncio.Future[bytes] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(chunks.__anext__())
+            quiet_left = upstream.idle_seconds - (clock() - last_data)
+            done, _ = await asyncio.wait((pending,), timeout=max(0.0, min(ping_seconds, quiet_left)))
+            if not done:
+                if clock() - last_data < upstream.idle_seconds:
+                    yield None
+                    continue
+                yield upstream.idle_timeout()
+                return
+            last_data = clock()
+            finished_read, pending = pending, None
+            try:
+                data = finished_read.result()
+            except StopAsyncIteration:
+                return
+            except ParleyError as error:
+                yield error
+                return
+            yield data
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
 async def stream_answer(
     opening: asyncio.Future[tuple[Worker, WorkerStream]],
     context: AnswerContext,
@@ -72,7 +107,6 @@ async def stream_answer(
     prelude = ChatToMessagesStream(context)
     relay: _Relay | None = None
     upstream: WorkerStream | None = None
-    pending: asyncio.Future[bytes] | None = None
 
     def use_prompt_tokens() -> None:
         if prompt_tokens is not None and prompt_tokens.done() and not prompt_tokens.cancelled():
@@ -93,33 +127,24 @@ async def stream_answer(
             return
         use_prompt_tokens()
         relay = _relay_for(worker, prelude, context)
-        chunks = upstream.chunks().__aiter__()
-        clock = asyncio.get_running_loop().time
-        last_data = clock()
-        while not relay.finished:
-            if pending is None:
-                pending = asyncio.ensure_future(chunks.__anext__())
-            quiet_left = upstream.idle_seconds - (clock() - last_data)
-            done, _ = await asyncio.wait((pending,), timeout=max(0.0, min(ping_seconds, quiet_left)))
-            if not done:
-                if clock() - last_data < upstream.idle_seconds:
-                    yield encode_events(relay.ping())
-                    continue
-                events = relay.fail(upstream.idle_timeout())
-            else:
-                last_data = clock()
-                finished_read, pending = pending, None
-                try:
-                    data = finished_read.result()
-                except StopAsyncIteration:
-                    events = relay.end()
-                except ParleyError as error:
-                    events = relay.fail(error)
+        async with aclosing(chunks_or_silences(upstream, ping_seconds)) as chunks:
+            async for data in chunks:
+                if data is None:
+                    events = relay.ping()
+                elif isinstance(data, ParleyError):
+                    events = relay.fail(data)
                 else:
                     events = relay.feed(data)
-            if events:
+                if events:
+                    _note_events(outcome, events)
+                    yield encode_events(events)
+                if relay.finished:
+                    break
+            else:
+                events = relay.end()
                 _note_events(outcome, events)
-                yield encode_events(events)
+                if events:
+                    yield encode_events(events)
     except Exception:
         logger.exception("stream translation failed")
         events = (relay or prelude).fail(ApiError("Internal server error"))
@@ -129,8 +154,6 @@ async def stream_answer(
     finally:
         if outcome is not None and relay is not None:
             note_usage(outcome, relay.usage)
-        if pending is not None:
-            pending.cancel()
         if prompt_tokens is not None:
             prompt_tokens.cancel()
         await _close(opening, upstream)
