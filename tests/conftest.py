@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any, Iterator
 
 import pytest
@@ -63,6 +64,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_line(f"secret scan: {len(_LOGS.lines)} log lines, {len(leaks)} with a key or key hash")
     for line in leaks[:20]:
         terminalreporter.write_line(f"LEAK: {line[:300]}", red=True)
+    fuzzing = next((module for name, module in sys.modules.items() if name.endswith(".fuzzing")), None)
+    if fuzzing is not None and fuzzing.CASES.total:
+        parts = ", ".join(f"{name} {count}" for name, count in sorted(fuzzing.CASES.by_test.items()))
+        terminalreporter.write_line(f"fuzz: {fuzzing.CASES.total} hostile requests answered correctly ({parts})")
 
 
 _LEAKS = pytest.StashKey[list]()

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Union
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from .errors import InvalidRequestError
 
@@ -41,6 +42,26 @@ __all__ = [
 
 class _Model(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+MAX_JSON_DEPTH = 128
+"""How deeply a free-form object (tool input, input_schema, output schema) may nest. The worker
+request nests it a few levels deeper, and orjson refuses to write more than 254 levels."""
+
+
+def _shallow(value: dict[str, Any]) -> dict[str, Any]:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise PydanticCustomError("too_deep", "nested more than {limit} levels deep", {"limit": MAX_JSON_DEPTH})
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
+"""A free-form JSON object that the worker request will carry."""
 
 
 class TextBlock(_Model):
@@ -108,7 +129,7 @@ class ToolUseBlock(_Model):
     type: Literal["tool_use"]
     id: str
     name: str
-    input: dict[str, Any]
+    input: JsonObject
 
 
 ToolResultContent = Annotated[Union[TextBlock, ImageBlock, DocumentBlock], Field(discriminator="type")]
@@ -159,7 +180,7 @@ class CustomTool(_Model):
     type: Literal["custom"] | None = None
     name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_-]+$")]
     description: str | None = None
-    input_schema: dict[str, Any]
+    input_schema: JsonObject
 
 
 def _only_custom_tools(value: Any) -> Any:
@@ -220,7 +241,7 @@ class Metadata(_Model):
 
 class JsonOutputFormat(_Model):
     type: Literal["json_schema"]
-    schema_: Annotated[dict[str, Any], Field(alias="schema")]
+    schema_: Annotated[JsonObject, Field(alias="schema")]
 
 
 class OutputConfig(_Model):
