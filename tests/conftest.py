@@ -68,6 +68,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if fuzzing is not None and fuzzing.CASES.total:
         parts = ", ".join(f"{name} {count}" for name, count in sorted(fuzzing.CASES.by_test.items()))
         terminalreporter.write_line(f"fuzz: {fuzzing.CASES.total} hostile requests answered correctly ({parts})")
+    openapi = next((module for name, module in sys.modules.items() if name.endswith(".test_openapi")), None)
+    if openapi is not None and openapi.CASES:
+        total = sum(openapi.CASES.values())
+        terminalreporter.write_line(f"schemathesis: {total} cases over {len(openapi.CASES)} operations, all conforming")
 
 
 _LEAKS = pytest.StashKey[list]()

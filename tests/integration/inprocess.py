@@ -72,6 +72,9 @@ class MemoryUsage:
     def month_spend_micros(self, scope: str, now: float) -> int:
         return 0
 
+    def aggregates(self, scope: str, first_day: str, last_day: str) -> list[dict[str, Any]]:
+        return []
+
 
 class InProcessParley:
     """One event loop in a thread and an httpx.AsyncClient on the app; `call` runs a coroutine there."""

@@ -106,7 +106,12 @@ class ContentBlockSource(_Model):
     type: Literal["content"]
     content: Annotated[
         list[Annotated[Union[TextBlock, ImageBlock], Field(discriminator="type")]],
-        BeforeValidator(lambda value: [{"type": "text", "text": value}] if isinstance(value, str) else value),
+        BeforeValidator(
+            lambda value: [{"type": "text", "text": value}] if isinstance(value, str) else value,
+            json_schema_input_type=Union[
+                str, list[Annotated[Union[TextBlock, ImageBlock], Field(discriminator="type")]]
+            ],
+        ),
     ]
 
 
@@ -173,7 +178,10 @@ def _string_to_text_blocks(value: Any) -> Any:
 
 class Message(_Model):
     role: Literal["user", "assistant", "system"]
-    content: Annotated[list[ContentBlock], BeforeValidator(_string_to_text_blocks)]
+    content: Annotated[
+        list[ContentBlock],
+        BeforeValidator(_string_to_text_blocks, json_schema_input_type=Union[str, list[ContentBlock]]),
+    ]
 
 
 class CustomTool(_Model):
@@ -252,7 +260,12 @@ class OutputConfig(_Model):
 class CountTokensRequest(_Model):
     model: Annotated[str, Field(min_length=1)]
     messages: Annotated[list[Message], Field(min_length=1)]
-    system: Annotated[list[TextBlock], BeforeValidator(_string_to_text_blocks)] | None = None
+    system: (
+        Annotated[
+            list[TextBlock], BeforeValidator(_string_to_text_blocks, json_schema_input_type=Union[str, list[TextBlock]])
+        ]
+        | None
+    ) = None
     tools: Annotated[list[CustomTool], BeforeValidator(_only_custom_tools)] | None = None
     tool_choice: ToolChoice | None = None
     thinking: ThinkingConfig | None = None

@@ -19,6 +19,7 @@ from ..core.errors import (
 )
 from . import messages, models, usage
 from .middleware import RequestContextMiddleware, outcome_of
+from .openapi import install_openapi
 from .responses import error_response, json_response
 from .services import Services
 
@@ -77,6 +78,7 @@ def create_app(services_factory: Callable[[], Services] = Services.from_environm
     app.include_router(messages.router)
     app.include_router(models.router)
     app.include_router(usage.router)
+    install_openapi(app)
 
     @app.get("/health")
     async def health() -> Response:
