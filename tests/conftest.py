@@ -72,6 +72,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if openapi is not None and openapi.CASES:
         total = sum(openapi.CASES.values())
         terminalreporter.write_line(f"schemathesis: {total} cases over {len(openapi.CASES)} operations, all conforming")
+    soak = next((module for name, module in sys.modules.items() if name.endswith(".test_soak")), None)
+    for line in getattr(soak, "SUMMARIES", []):
+        terminalreporter.write_line(line)
 
 
 _LEAKS = pytest.StashKey[list]()
