@@ -52,8 +52,13 @@ def pytest_configure(config: pytest.Config) -> None:
     logging.getLogger("parley").setLevel(logging.INFO)
 
 
+def _error_bodies() -> list[str]:
+    stack = sys.modules.get("tests.stack")
+    return getattr(stack, "ERROR_BODIES", [])
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    leaks = [line for line in _LOGS.lines if _SECRETS.search(line)]
+    leaks = [line for line in [*_LOGS.lines, *_error_bodies()] if _SECRETS.search(line)]
     session.config.stash[_LEAKS] = leaks
     if leaks:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -61,7 +66,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     leaks = config.stash.get(_LEAKS, [])
-    terminalreporter.write_line(f"secret scan: {len(_LOGS.lines)} log lines, {len(leaks)} with a key or key hash")
+    terminalreporter.write_line(
+        f"secret scan: {len(_LOGS.lines)} log lines and {len(_error_bodies())} error answers, "
+        f"{len(leaks)} with a key or key hash"
+    )
     for line in leaks[:20]:
         terminalreporter.write_line(f"LEAK: {line[:300]}", red=True)
     fuzzing = next((module for name, module in sys.modules.items() if name.endswith(".fuzzing")), None)
