@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SAM_VENV := .venv-sam
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PIP="$(CURDIR)/$(BIN)/python -m pip" $(SAM_VENV)/bin/sam
 
-.PHONY: dev test format install check-stack clean bench
+.PHONY: dev test soak format install check-stack clean bench
 
 ## make dev: Parley on http://127.0.0.1:8080 with an embedded DynamoDB (prints a dev key)
 dev: $(STAMP)
@@ -17,6 +17,10 @@ test: $(STAMP) node_modules/.package-lock.json
 	$(BIN)/ruff check shared tests functions bench
 	$(BIN)/ruff format --check shared tests functions bench
 	$(BIN)/python -m pytest
+
+## make soak: 60 s of mixed streaming/buffered load on loopback (make test runs 10 s of it)
+soak: $(STAMP)
+	PARLEY_SOAK_SECONDS=$${PARLEY_SOAK_SECONDS:-60} $(BIN)/python -m pytest tests/soak
 
 format: $(STAMP)
 	$(BIN)/ruff format shared tests functions bench

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any, Iterator
 
 import pytest
@@ -51,8 +52,13 @@ def pytest_configure(config: pytest.Config) -> None:
     logging.getLogger("parley").setLevel(logging.INFO)
 
 
+def _error_bodies() -> list[str]:
+    stack = sys.modules.get("tests.stack")
+    return getattr(stack, "ERROR_BODIES", [])
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    leaks = [line for line in _LOGS.lines if _SECRETS.search(line)]
+    leaks = [line for line in [*_LOGS.lines, *_error_bodies()] if _SECRETS.search(line)]
     session.config.stash[_LEAKS] = leaks
     if leaks:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -60,9 +66,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     leaks = config.stash.get(_LEAKS, [])
-    terminalreporter.write_line(f"secret scan: {len(_LOGS.lines)} log lines, {len(leaks)} with a key or key hash")
+    terminalreporter.write_line(
+        f"secret scan: {len(_LOGS.lines)} log lines and {len(_error_bodies())} error answers, "
+        f"{len(leaks)} with a key or key hash"
+    )
     for line in leaks[:20]:
         terminalreporter.write_line(f"LEAK: {line[:300]}", red=True)
+    fuzzing = next((module for name, module in sys.modules.items() if name.endswith(".fuzzing")), None)
+    if fuzzing is not None and fuzzing.CASES.total:
+        parts = ", ".join(f"{name} {count}" for name, count in sorted(fuzzing.CASES.by_test.items()))
+        terminalreporter.write_line(f"fuzz: {fuzzing.CASES.total} hostile requests answered correctly ({parts})")
+    openapi = next((module for name, module in sys.modules.items() if name.endswith(".test_openapi")), None)
+    if openapi is not None and openapi.CASES:
+        total = sum(openapi.CASES.values())
+        terminalreporter.write_line(f"schemathesis: {total} cases over {len(openapi.CASES)} operations, all conforming")
+    soak = next((module for name, module in sys.modules.items() if name.endswith(".test_soak")), None)
+    for line in getattr(soak, "SUMMARIES", []):
+        terminalreporter.write_line(line)
 
 
 _LEAKS = pytest.StashKey[list]()

@@ -25,7 +25,16 @@ from parley.settings import Settings
 from parley.web.app import create_app
 from parley.web.services import Services
 
-__all__ = ["AWS_ENV", "RunningParley", "embedded_dynamodb", "free_port", "parley_stack", "serve", "wait_until_healthy"]
+__all__ = [
+    "AWS_ENV",
+    "ERROR_BODIES",
+    "RunningParley",
+    "embedded_dynamodb",
+    "free_port",
+    "parley_stack",
+    "serve",
+    "wait_until_healthy",
+]
 
 # Dummy credentials: moto accepts anything, and botocore must never find real ones.
 AWS_ENV = {
@@ -78,12 +87,42 @@ def wait_until_healthy(url: str, is_alive: Callable[[], bool], seconds: float = 
         time.sleep(0.05)
 
 
+ERROR_BODIES: list[str] = []
+"""Every error a served stack sent a client (error responses and `event: error` stream events),
+scanned for keys at the end of the session by tests/conftest.py."""
+
+
+class CaptureErrors:
+    """ASGI wrapper that keeps the body of every error answer (and every streamed error event)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def capture(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if status >= 400 or b"event: error" in body:
+                    ERROR_BODIES.append(body[:8192].decode("utf-8", "replace"))
+            await send(message)
+
+        await self.app(scope, receive, capture)
+
+
 @contextmanager
 def serve(app: Any, name: str = "parley-uvicorn", startup_seconds: float = 15.0) -> Iterator[str]:
     """Serve an ASGI app under uvicorn in a daemon thread on a free port; yields its base URL
-    once GET /health answers 200."""
+    once GET /health answers 200. Error answers are captured for the session's key scan."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(CaptureErrors(app), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

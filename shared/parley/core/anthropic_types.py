@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Union
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from .errors import InvalidRequestError
 
@@ -41,6 +42,26 @@ __all__ = [
 
 class _Model(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+MAX_JSON_DEPTH = 128
+"""How deeply a free-form object (tool input, input_schema, output schema) may nest. The worker
+request nests it a few levels deeper, and orjson refuses to write more than 254 levels."""
+
+
+def _shallow(value: dict[str, Any]) -> dict[str, Any]:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise PydanticCustomError("too_deep", "nested more than {limit} levels deep", {"limit": MAX_JSON_DEPTH})
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
+"""A free-form JSON object that the worker request will carry."""
 
 
 class TextBlock(_Model):
@@ -85,7 +106,12 @@ class ContentBlockSource(_Model):
     type: Literal["content"]
     content: Annotated[
         list[Annotated[Union[TextBlock, ImageBlock], Field(discriminator="type")]],
-        BeforeValidator(lambda value: [{"type": "text", "text": value}] if isinstance(value, str) else value),
+        BeforeValidator(
+            lambda value: [{"type": "text", "text": value}] if isinstance(value, str) else value,
+            json_schema_input_type=Union[
+                str, list[Annotated[Union[TextBlock, ImageBlock], Field(discriminator="type")]]
+            ],
+        ),
     ]
 
 
@@ -108,7 +134,7 @@ class ToolUseBlock(_Model):
     type: Literal["tool_use"]
     id: str
     name: str
-    input: dict[str, Any]
+    input: JsonObject
 
 
 ToolResultContent = Annotated[Union[TextBlock, ImageBlock, DocumentBlock], Field(discriminator="type")]
@@ -152,14 +178,17 @@ def _string_to_text_blocks(value: Any) -> Any:
 
 class Message(_Model):
     role: Literal["user", "assistant", "system"]
-    content: Annotated[list[ContentBlock], BeforeValidator(_string_to_text_blocks)]
+    content: Annotated[
+        list[ContentBlock],
+        BeforeValidator(_string_to_text_blocks, json_schema_input_type=Union[str, list[ContentBlock]]),
+    ]
 
 
 class CustomTool(_Model):
     type: Literal["custom"] | None = None
     name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_-]+$")]
     description: str | None = None
-    input_schema: dict[str, Any]
+    input_schema: JsonObject
 
 
 def _only_custom_tools(value: Any) -> Any:
@@ -220,7 +249,7 @@ class Metadata(_Model):
 
 class JsonOutputFormat(_Model):
     type: Literal["json_schema"]
-    schema_: Annotated[dict[str, Any], Field(alias="schema")]
+    schema_: Annotated[JsonObject, Field(alias="schema")]
 
 
 class OutputConfig(_Model):
@@ -231,7 +260,12 @@ class OutputConfig(_Model):
 class CountTokensRequest(_Model):
     model: Annotated[str, Field(min_length=1)]
     messages: Annotated[list[Message], Field(min_length=1)]
-    system: Annotated[list[TextBlock], BeforeValidator(_string_to_text_blocks)] | None = None
+    system: (
+        Annotated[
+            list[TextBlock], BeforeValidator(_string_to_text_blocks, json_schema_input_type=Union[str, list[TextBlock]])
+        ]
+        | None
+    ) = None
     tools: Annotated[list[CustomTool], BeforeValidator(_only_custom_tools)] | None = None
     tool_choice: ToolChoice | None = None
     thinking: ThinkingConfig | None = None

@@ -11,7 +11,10 @@ from .errors import ApiError
 from .ids import is_valid_tool_id, new_tool_use_id
 from .tokens import estimate_text_tokens
 
+NAMELESS_TOOL_CALL = "The worker sent a tool call without a function name."
+
 __all__ = [
+    "NAMELESS_TOOL_CALL",
     "AnswerContext",
     "StopReason",
     "chat_to_message",
@@ -134,13 +137,15 @@ def chat_to_message(completion: dict[str, Any], context: AnswerContext) -> dict[
         output_chars += text
     tool_calls = message.get("tool_calls") or []
     for call in tool_calls:
-        function = call.get("function") or {}
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not function.get("name"):
+            raise ApiError(NAMELESS_TOOL_CALL)
         arguments = function.get("arguments")
         content.append(
             {
                 "type": "tool_use",
                 "id": tool_use_id(call.get("id")),
-                "name": function.get("name") or "",
+                "name": function["name"],
                 "input": tool_arguments_to_input(arguments),
             }
         )

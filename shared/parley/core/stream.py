@@ -24,6 +24,7 @@ import orjson
 
 from .errors import ApiError, ParleyError, error_body, worker_error
 from .response import (
+    NAMELESS_TOOL_CALL,
     AnswerContext,
     finish_to_stop_reason,
     message_shell,
@@ -286,7 +287,13 @@ class ChatToMessagesStream:
             self._delta({"type": "input_json_delta", "partial_json": "".join(call.arguments)})
 
     def _close_all_blocks(self) -> None:
-        """Close the open block, then send every held tool call whole, in order."""
+        """Close the open block, then send every held tool call whole, in order. A held call that
+        never got a name cannot be a tool_use block (clients require one): the stream fails."""
+        if any(not call.name for call in self._waiting_tools):
+            self._waiting_tools.clear()
+            self._events.append(("error", error_body(ApiError(NAMELESS_TOOL_CALL))))
+            self.finished = True
+            return
         self._close_open_block()
         while self._waiting_tools:
             call = self._waiting_tools.pop(0)
@@ -297,6 +304,8 @@ class ChatToMessagesStream:
         if self.finished:
             return
         self._close_all_blocks()
+        if self.finished:
+            return
         stop = finish_to_stop_reason(
             self._finish_reason, self._matched_stop, self._context.stop_sequences, self._has_tool_calls
         )

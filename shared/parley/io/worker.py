@@ -17,6 +17,7 @@ import orjson
 from ..core.errors import (
     ApiError,
     GatewayTimeoutError,
+    InvalidRequestError,
     OverloadedError,
     ParleyError,
     worker_error,
@@ -138,7 +139,12 @@ class WorkerClient:
         api_key = await self._secrets.resolve(worker.api_key_ref)
         if api_key:
             all_headers.update(_api_key_headers(worker, api_key))
-        return self._http.build_request("POST", url, content=orjson.dumps(body), headers=all_headers)
+        try:
+            content = orjson.dumps(body)
+        except TypeError as exc:  # orjson.JSONEncodeError: nesting too deep, an integer over 64 bits
+            error = InvalidRequestError(f"The request could not be encoded for the worker: {exc}")
+            raise WorkerFailure(error, retryable=False) from None
+        return self._http.build_request("POST", url, content=content, headers=all_headers)
 
     async def complete(
         self,

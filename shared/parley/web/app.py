@@ -22,6 +22,7 @@ from . import chat_completions, messages, models, usage
 from .accounting import drain
 from .chat_completions import CHAT_COMPLETIONS_PATH
 from .middleware import RequestContextMiddleware, outcome_of
+from .openapi import install_openapi
 from .responses import error_response, json_response
 from .services import Services
 from .upstream import ClientDisconnected
@@ -98,6 +99,7 @@ def create_app(services_factory: Callable[[], Services] = Services.from_environm
     app.include_router(chat_completions.router)
     app.include_router(models.router)
     app.include_router(usage.router)
+    install_openapi(app)
 
     @app.get("/health")
     async def health() -> Response:

@@ -6,11 +6,12 @@ from typing import Any, Callable, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ..core.errors import (
     ApiError,
     AuthenticationError,
+    InvalidRequestError,
     NotFoundError,
     RequestTooLargeError,
 )
@@ -81,11 +82,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody will read the answer; record a client error, not a crash
+        raise InvalidRequestError("The client disconnected before the request body was complete.") from None
     return b"".join(chunks)
 
 

@@ -38,7 +38,9 @@ async def key_usage(request: Request, key: KeyRecord = Depends(authenticate)) ->
     today = datetime.now(timezone.utc).date()
     since = _day(query.get("since"), today - timedelta(days=30), "since")
     until = _day(query.get("until"), today, "until")
-    by_model = query.get("by_model", "false").lower() == "true"
+    by_model = query.get("by_model", "false").lower()
+    if by_model not in ("true", "false"):
+        raise InvalidRequestError("by_model: expected true or false")
     rows = await store_call(services_of(request).usage.aggregates, f"key#{key.key_id}", since, until)
-    data = [public_row(row) for row in rows if bool(row["model"]) == by_model]
+    data = [public_row(row) for row in rows if bool(row["model"]) == (by_model == "true")]
     return json_response({"key_id": key.key_id, "account": key.account, "since": since, "until": until, "data": data})
