@@ -128,6 +128,7 @@ class FakeWorker:
         self._queue: deque[Script] = deque()
         self._requests: list[dict[str, Any]] = []
         self._disconnects = 0
+        self._connections = 0
         self._tasks: set[asyncio.Task] = set()
         self._server: asyncio.AbstractServer | None = None
         self._closed = False
@@ -164,6 +165,12 @@ class FakeWorker:
             return self._disconnects
 
     @property
+    def connections(self) -> int:
+        """Connections accepted since the last reset."""
+        with self._cond:
+            return self._connections
+
+    @property
     def pending(self) -> int:
         with self._cond:
             return len(self._queue)
@@ -181,6 +188,7 @@ class FakeWorker:
             self._queue.clear()
             self._requests.clear()
             self._disconnects = 0
+            self._connections = 0
 
     def close(self) -> None:
         if self._closed:
@@ -224,6 +232,8 @@ class FakeWorker:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        with self._cond:
+            self._connections += 1
         conn = _Connection(reader, writer)
         try:
             while True:

@@ -244,6 +244,17 @@ def test_drop_mid_stream_is_an_error_never_end_turn(http, primary, secondary):
     assert not secondary.requests
 
 
+def test_streams_reuse_the_worker_connection(http, primary, stack):
+    # A fresh connection per stream would add a TCP (and TLS) handshake to every time to first token.
+    for _ in range(2):
+        stream(http, ask("solo"))
+    primary.reset()
+    for _ in range(3):
+        events, _ = stream(http, ask("solo"))
+        assert events[-1][0] == "message_stop"
+    assert primary.connections == 0, "each stream opened its own worker connection"
+
+
 # -- the client leaving ---------------------------------------------------------------------------
 
 

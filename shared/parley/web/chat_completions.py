@@ -113,18 +113,16 @@ async def _relay(
         except ParleyError as error:
             yield relay.fail(error)
             return
-        async with aclosing(chunks_or_silences(upstream, ping_seconds)) as chunks:
+        async with aclosing(chunks_or_silences(upstream, ping_seconds, lambda: relay.finished)) as chunks:
             async for data in chunks:
                 if data is None:
                     yield PING
                     continue
-                out = relay.fail(data) if isinstance(data, ParleyError) else relay.feed(data)
+                out = relay.fail(data) if isinstance(data, ParleyError) else b"".join(map(relay.feed, data))
                 if out:
                     if outcome is not None and outcome.first_token_at is None:
                         outcome.first_token_at = time.perf_counter()
                     yield out
-                if relay.finished:
-                    break
             else:
                 yield relay.end()
     finally:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from contextlib import aclosing
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator, Callable, Protocol
 
 import anyio
 
@@ -22,6 +22,9 @@ from ..telemetry import RequestOutcome
 __all__ = ["chunks_or_silences", "note_usage", "stream_answer"]
 
 logger = logging.getLogger("parley.stream")
+
+_BATCH_BYTES = 64 * 1024
+_DRAIN_SECONDS = 0.05
 
 
 class _Relay(Protocol):
@@ -56,35 +59,59 @@ def _relay_for(worker: Worker, prelude: ChatToMessagesStream, context: AnswerCon
     return WorkerSSETranslator(context, prelude)
 
 
-async def chunks_or_silences(upstream: WorkerStream, ping_seconds: float) -> AsyncIterator[bytes | None | ParleyError]:
-    """The worker's chunks as they arrive; `None` for every `ping_seconds` of silence (send a
-    ping); a ParleyError, last, if the stream fails or stays silent past its idle timeout."""
+async def chunks_or_silences(
+    upstream: WorkerStream, ping_seconds: float, answered: Callable[[], bool]
+) -> AsyncIterator[list[bytes] | None | ParleyError]:
+    """The worker's chunks as they arrive, in batches: chunks that have already arrived while the
+    last one was handled go out together, so a worker running ahead costs the client one write
+    per batch rather than one per chunk, and a chunk that arrives alone goes out at once.
+    `None` for every `ping_seconds` of silence (send a ping); a ParleyError, last, if the stream
+    fails or stays silent past its idle timeout.
+
+    Once the answer is complete (`answered()`), the rest of the body (`[DONE]`, the chunked
+    terminator) is still read for a moment, so the worker connection goes back to the pool
+    instead of being closed; a worker that keeps it open longer is not waited for."""
     chunks = upstream.chunks().__aiter__()
     clock = asyncio.get_running_loop().time
     last_data = clock()
     pending: asyncio.Future[bytes] | None = None
+    batch: list[bytes] = []
+    size = 0
     try:
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(chunks.__anext__())
-            quiet_left = upstream.idle_seconds - (clock() - last_data)
-            done, _ = await asyncio.wait((pending,), timeout=max(0.0, min(ping_seconds, quiet_left)))
-            if not done:
-                if clock() - last_data < upstream.idle_seconds:
-                    yield None
+            if batch:
+                if size < _BATCH_BYTES:
+                    await asyncio.sleep(0)  # the next read finishes now if its bytes are already here
+                if size >= _BATCH_BYTES or not pending.done():
+                    yield batch
+                    batch, size = [], 0
                     continue
-                yield upstream.idle_timeout()
-                return
+            else:
+                quiet_left = upstream.idle_seconds - (clock() - last_data)
+                wait = _DRAIN_SECONDS if answered() else max(0.0, min(ping_seconds, quiet_left))
+                done, _ = await asyncio.wait((pending,), timeout=wait)
+                if not done:
+                    if answered():
+                        return
+                    if clock() - last_data < upstream.idle_seconds:
+                        yield None
+                        continue
+                    yield upstream.idle_timeout()
+                    return
             last_data = clock()
             finished_read, pending = pending, None
             try:
                 data = finished_read.result()
-            except StopAsyncIteration:
+            except (StopAsyncIteration, ParleyError) as ended:
+                if batch:
+                    yield batch
+                if isinstance(ended, ParleyError):
+                    yield ended
                 return
-            except ParleyError as error:
-                yield error
-                return
-            yield data
+            batch.append(data)
+            size += len(data)
     finally:
         if pending is not None:
             pending.cancel()
@@ -127,19 +154,18 @@ async def stream_answer(
             return
         use_prompt_tokens()
         relay = _relay_for(worker, prelude, context)
-        async with aclosing(chunks_or_silences(upstream, ping_seconds)) as chunks:
+        active = relay
+        async with aclosing(chunks_or_silences(upstream, ping_seconds, lambda: active.finished)) as chunks:
             async for data in chunks:
                 if data is None:
                     events = relay.ping()
                 elif isinstance(data, ParleyError):
                     events = relay.fail(data)
                 else:
-                    events = relay.feed(data)
+                    events = [event for chunk in data for event in relay.feed(chunk)]
                 if events:
                     _note_events(outcome, events)
                     yield encode_events(events)
-                if relay.finished:
-                    break
             else:
                 events = relay.end()
                 _note_events(outcome, events)
