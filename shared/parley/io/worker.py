@@ -133,7 +133,13 @@ class WorkerClient:
         self._secrets = secrets or SecretResolver()
 
     async def _request(
-        self, worker: Worker, url: str, body: dict[str, Any], accept: str, headers: dict[str, str] | None = None
+        self,
+        worker: Worker,
+        url: str,
+        body: dict[str, Any],
+        accept: str,
+        timeout: httpx.Timeout,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Request:
         all_headers = {"content-type": "application/json", "accept": accept, **(headers or {})}
         api_key = await self._secrets.resolve(worker.api_key_ref)
@@ -144,7 +150,7 @@ class WorkerClient:
         except TypeError as exc:  # orjson.JSONEncodeError: nesting too deep, an integer over 64 bits
             error = InvalidRequestError(f"The request could not be encoded for the worker: {exc}")
             raise WorkerFailure(error, retryable=False) from None
-        return self._http.build_request("POST", url, content=content, headers=all_headers)
+        return self._http.build_request("POST", url, content=content, headers=all_headers, timeout=timeout)
 
     async def complete(
         self,
@@ -155,10 +161,10 @@ class WorkerClient:
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """A buffered call: the worker's JSON answer."""
-        request = await self._request(worker, worker.url + path, body, "application/json", headers)
-        request.extensions["timeout"] = httpx.Timeout(
+        limit = httpx.Timeout(
             timeouts.buffered + _SAFETY_MARGIN_SECONDS, connect=timeouts.connect, pool=timeouts.connect
-        ).as_dict()
+        )
+        request = await self._request(worker, worker.url + path, body, "application/json", limit, headers)
         try:
             with _translate_transport_errors():
                 response = await asyncio.wait_for(self._http.send(request), timeouts.buffered)
@@ -186,12 +192,12 @@ class WorkerClient:
     ) -> WorkerStream:
         """Send a streamed request and wait for the answer's first bytes (`timeouts.first_byte`).
         Until they arrive, any failure may be retried elsewhere: nothing has reached the client."""
-        request = await self._request(worker, worker.url + path, body, "text/event-stream", headers)
-        request.extensions["timeout"] = httpx.Timeout(
+        limit = httpx.Timeout(
             max(timeouts.first_byte, timeouts.idle) + _SAFETY_MARGIN_SECONDS,
             connect=timeouts.connect,
             pool=timeouts.connect,
-        ).as_dict()
+        )
+        request = await self._request(worker, worker.url + path, body, "text/event-stream", limit, headers)
         response: httpx.Response | None = None
         try:
             async with asyncio.timeout(timeouts.first_byte):
@@ -215,13 +221,14 @@ class WorkerClient:
 
     async def tokenize(self, worker: Worker, body: dict[str, Any], timeouts: Timeouts) -> int | None:
         """The prompt's token count from vLLM's POST /tokenize, or None if it gave none."""
-        request = await self._request(worker, worker.url.removesuffix("/v1") + "/tokenize", body, "application/json")
-        request.extensions["timeout"] = httpx.Timeout(timeouts.connect * 2, connect=timeouts.connect).as_dict()
+        limit = httpx.Timeout(timeouts.connect * 2, connect=timeouts.connect)
         try:
+            url = worker.url.removesuffix("/v1") + "/tokenize"
+            request = await self._request(worker, url, body, "application/json", limit)
             with _translate_transport_errors():
                 response = await asyncio.wait_for(self._http.send(request), timeouts.connect * 2)
             count = orjson.loads(response.content).get("count") if response.status_code == 200 else None
-        except (WorkerFailure, asyncio.TimeoutError, orjson.JSONDecodeError, AttributeError):
+        except (WorkerFailure, ParleyError, asyncio.TimeoutError, orjson.JSONDecodeError, AttributeError):
             return None
         return count if isinstance(count, int) and count >= 0 else None
 
