@@ -210,11 +210,13 @@ def dynamodb_calls(parley_url: str, call: Callable[[], Timing], n: int) -> dict[
 # -- the run --------------------------------------------------------------------------------------
 
 
-def run(requests: int, seconds: float, meter_before_end: bool = False) -> dict[str, Any]:
+def run(requests: int, seconds: float, meter_before_end: bool = False, meter_via_log: bool = False) -> dict[str, Any]:
     use_local_aws_defaults()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if meter_before_end:  # as in Lambda: usage written before each response's last byte
+    if meter_before_end:  # usage written before each response's last byte
         env["PARLEY_METER_AFTER_RESPONSE"] = "0"
+    if meter_via_log:  # as in Lambda: a usage line on stdout, for the metering function
+        env["PARLEY_METER_VIA_LOG"] = "1"
     with ExitStack() as stack:
         dynamodb_port, worker_port, parley_port = _free_port(), _free_port(), _free_port()
         moto = _start(
@@ -418,11 +420,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument(
-        "--meter-before-end", action="store_true", help="write usage before each response's last byte, as in Lambda"
+        "--meter-before-end", action="store_true", help="write usage to DynamoDB before each response's last byte"
+    )
+    parser.add_argument(
+        "--meter-via-log", action="store_true", help="write usage as log lines, as the Lambda functions do"
     )
     args = parser.parse_args()
-    results = run(args.requests, args.seconds, args.meter_before_end)
-    results["meter_before_end"] = args.meter_before_end
+    results = run(args.requests, args.seconds, args.meter_before_end, args.meter_via_log)
+    results["meter_before_end"], results["meter_via_log"] = args.meter_before_end, args.meter_via_log
     text = table(results)
     print(text)
     details = results["dynamodb_per_warm_request"]["limited_key_buffered"]

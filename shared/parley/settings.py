@@ -43,6 +43,9 @@ class Settings:
     # Write usage after the response has ended instead of just before its last byte. Only safe
     # where the process is not frozen when a response ends: not in Lambda (docs/metering.md).
     meter_after_response: bool = False
+    # Write usage as a log line for the metering function instead of to DynamoDB (the Lambda
+    # functions: no write the client waits for, nothing lost on a freeze; docs/metering.md).
+    meter_via_log: bool = False
 
     @property
     def table_names(self) -> dict[str, str]:
@@ -76,4 +79,5 @@ class Settings:
             worker_cooldown_seconds=_float("PARLEY_WORKER_COOLDOWN_SECONDS", defaults.worker_cooldown_seconds),
             worker_max_connections=_int("PARLEY_WORKER_MAX_CONNECTIONS", defaults.worker_max_connections),
             meter_after_response=_bool("PARLEY_METER_AFTER_RESPONSE", not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")),
+            meter_via_log=_bool("PARLEY_METER_VIA_LOG", False),
         )

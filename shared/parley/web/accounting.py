@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from starlette.requests import Request
 
 from ..core.errors import InvalidRequestError, PermissionDeniedError
 from ..core.metering import MICROS_PER_USD, UsageEvent, cost_micros
+from ..core.usage_log import usage_line
 from ..io.expiring import ExpiringCache
 from ..io.keys import KeyRecord
 from ..io.limits import Allowance, rate_limit_headers
@@ -97,6 +99,13 @@ def conclude(services: Services, outcome: RequestOutcome) -> UsageEvent | None:
         for allowance in outcome.allowances:
             services.limits.note_tokens(allowance, used - outcome.estimated_tokens)
     return event
+
+
+def log_usage(event: UsageEvent | None) -> None:
+    """The usage event as one line on stdout, for the metering function (core.usage_log)."""
+    if event is not None:
+        sys.stdout.write(usage_line(event))
+        sys.stdout.flush()
 
 
 def _write(services: Services, event: UsageEvent) -> None:

@@ -44,11 +44,17 @@ class RequestContextMiddleware:
                 return
             finished, outcome = outcome, None
             finished.finished = time.perf_counter()
-            from .accounting import conclude, in_background, write
+            from .accounting import conclude, in_background, log_usage, write
             from .dependencies import services_of_app
 
             services = services_of_app(scope["app"])
             event = conclude(services, finished)
+            if services.settings.meter_via_log:
+                log_usage(event)
+                services.telemetry.record(finished)
+                if final is not None:
+                    await send(final)
+                return
             if services.settings.meter_after_response:
                 services.telemetry.record(finished)
                 try:
