@@ -8,7 +8,6 @@ import time
 from contextlib import aclosing
 from typing import AsyncIterator
 
-import anyio
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
@@ -30,8 +29,8 @@ from .accounting import admit
 from .dependencies import authenticate, read_body, resolve_route, services_of
 from .middleware import outcome_of
 from .responses import json_response
-from .streaming import chunks_or_silences, note_usage
-from .upstream import call_route, unless_client_leaves
+from .streaming import SSE_HEADERS, chunks_or_silences, close_upstream, note_usage
+from .upstream import call_route, first_answer_or_error, unless_client_leaves
 
 __all__ = ["CHAT_COMPLETIONS_PATH", "router"]
 
@@ -70,18 +69,12 @@ async def create_chat_completion(request: Request, key: KeyRecord = Depends(auth
                 lambda client, worker: client.open_stream(worker, _WORKER_PATH, forwarded(worker), timeouts),
             )
         )
-        try:
-            await unless_client_leaves(request, asyncio.wait((opening,), timeout=services.settings.ping_seconds))
-        except BaseException:
-            opening.cancel()
-            raise
-        if opening.done() and opening.exception() is not None:
-            raise opening.exception()  # type: ignore[misc]
+        await first_answer_or_error(request, opening, services.settings.ping_seconds)
         relay = ChatStreamRelay(model, prompt_tokens, wants_usage)
         return StreamingResponse(
             _relay(opening, relay, services.settings.ping_seconds, outcome),
             media_type="text/event-stream; charset=utf-8",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            headers=SSE_HEADERS,
         )
     _, answer = await unless_client_leaves(
         request,
@@ -128,8 +121,4 @@ async def _relay(
     finally:
         if outcome is not None:
             note_usage(outcome, relay.usage)
-        if not opening.done():
-            opening.cancel()
-        if upstream is not None:
-            with anyio.CancelScope(shield=True):
-                await upstream.aclose()
+        await close_upstream(opening, upstream)

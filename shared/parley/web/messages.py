@@ -23,14 +23,13 @@ from .dependencies import authenticate, read_body, resolve_route, services_of
 from .middleware import outcome_of
 from .responses import json_response
 from .services import Services
-from .streaming import note_usage, stream_answer
-from .upstream import call_route, unless_client_leaves
+from .streaming import SSE_HEADERS, note_usage, stream_answer
+from .upstream import call_route, first_answer_or_error, unless_client_leaves, worker_client
 
 __all__ = ["router"]
 
 router = APIRouter()
 
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _CHAT_PATH = "/chat/completions"
 _MESSAGES_PATH = "/v1/messages"
 
@@ -90,8 +89,7 @@ async def _worker_token_count(services: Services, route: Route, chat: dict[str, 
     body: dict[str, Any] = {"model": worker.model, "messages": chat["messages"], "add_generation_prompt": True}
     if chat.get("tools"):
         body["tools"] = chat["tools"]
-    client = services.account_worker if route.account else services.worker
-    return await client.tokenize(worker, body, route.timeouts)
+    return await worker_client(services, route).tokenize(worker, body, route.timeouts)
 
 
 @router.post("/v1/messages")
@@ -123,23 +121,16 @@ async def create_message(request: Request, key: KeyRecord = Depends(authenticate
         opening = asyncio.ensure_future(
             call_route(request, services, route, lambda client, worker: requests.open_stream(client, worker, timeouts))
         )
-        # A request refused at once gets a plain HTTP error; one slow to answer gets the stream
-        # started (and pinged) so clients and proxies do not time out.
         try:
-            await unless_client_leaves(request, asyncio.wait((opening,), timeout=services.settings.ping_seconds))
+            await first_answer_or_error(request, opening, services.settings.ping_seconds)
         except BaseException:
-            opening.cancel()
             if prompt_tokens is not None:
                 prompt_tokens.cancel()
             raise
-        if opening.done() and opening.exception() is not None:
-            if prompt_tokens is not None:
-                prompt_tokens.cancel()
-            raise opening.exception()  # type: ignore[misc]
         return StreamingResponse(
             stream_answer(opening, context, services.settings.ping_seconds, outcome, prompt_tokens),
             media_type="text/event-stream; charset=utf-8",
-            headers=_SSE_HEADERS,
+            headers=SSE_HEADERS,
         )
     worker, answer = await unless_client_leaves(
         request,
@@ -162,7 +153,9 @@ async def count_tokens(request: Request, key: KeyRecord = Depends(authenticate))
     count_request = parse_count_tokens_request(await read_body(request, services.settings.max_body_bytes))
     route = await resolve_route(request, count_request.model, key.account)
     chat = {"messages": prompt_to_chat_messages(count_request), "tools": tools_to_chat(count_request)}
-    tokens = await unless_client_leaves(request, _worker_token_count(services, route, chat))
+    tokens = None
+    if _tokenizing_worker(route) is not None:
+        tokens = await unless_client_leaves(request, _worker_token_count(services, route, chat))
     if tokens is None:
         tokens = estimate_prompt_tokens(chat["messages"], chat["tools"])
     return json_response({"input_tokens": tokens})

@@ -19,10 +19,11 @@ from ..io.routes import Worker
 from ..io.worker import WorkerStream
 from ..telemetry import RequestOutcome
 
-__all__ = ["chunks_or_silences", "note_usage", "stream_answer"]
+__all__ = ["SSE_HEADERS", "chunks_or_silences", "close_upstream", "note_usage", "stream_answer"]
 
 logger = logging.getLogger("parley.stream")
 
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _BATCH_BYTES = 64 * 1024
 _DRAIN_SECONDS = 0.05
 
@@ -182,10 +183,12 @@ async def stream_answer(
             note_usage(outcome, relay.usage)
         if prompt_tokens is not None:
             prompt_tokens.cancel()
-        await _close(opening, upstream)
+        await close_upstream(opening, upstream)
 
 
-async def _close(opening: asyncio.Future[tuple[Worker, WorkerStream]], upstream: WorkerStream | None) -> None:
+async def close_upstream(opening: asyncio.Future[tuple[Worker, WorkerStream]], upstream: WorkerStream | None) -> None:
+    """Cancel the worker call still under way, or close the stream it opened (the client may
+    have left: the worker must still be told)."""
     if not opening.done():
         opening.cancel()  # its own cleanup closes the connection it was opening
     elif upstream is None and not opening.cancelled() and opening.exception() is None:

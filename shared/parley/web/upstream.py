@@ -15,7 +15,7 @@ from ..telemetry import worker_label
 from .middleware import outcome_of
 from .services import Services
 
-__all__ = ["ClientDisconnected", "call_route", "unless_client_leaves"]
+__all__ = ["ClientDisconnected", "call_route", "first_answer_or_error", "unless_client_leaves", "worker_client"]
 
 T = TypeVar("T")
 logger = logging.getLogger("parley.upstream")
@@ -25,11 +25,16 @@ class ClientDisconnected(Exception):
     """The client closed the connection while its answer was being prepared."""
 
 
+def worker_client(services: Services, route: Route) -> WorkerClient:
+    """Accounts' own workers go through the client that connects to public addresses only."""
+    return services.account_worker if route.account else services.worker
+
+
 async def call_route(
     request: Request, services: Services, route: Route, call: Callable[[WorkerClient, Worker], Awaitable[T]]
 ) -> tuple[Worker, T]:
     """`call` on the route's workers, with failover; the outcome names the worker that answered."""
-    client = services.account_worker if route.account else services.worker
+    client = worker_client(services, route)
     outcome = outcome_of(request)
 
     def on_failure(worker: Worker, failure: WorkerFailure) -> None:
@@ -72,3 +77,16 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
             outcome.client_disconnected = True
         raise ClientDisconnected
     return task.result()
+
+
+async def first_answer_or_error(request: Request, opening: asyncio.Future[Any], seconds: float) -> None:
+    """Give a streamed request's worker call `seconds` to answer before the stream starts: one
+    refused at once raises here (a plain HTTP error); one slow to answer is left running (the
+    stream starts, with pings). The call is cancelled if the client leaves meanwhile."""
+    try:
+        await unless_client_leaves(request, asyncio.wait((opening,), timeout=seconds))
+    except BaseException:
+        opening.cancel()
+        raise
+    if opening.done() and opening.exception() is not None:
+        raise opening.exception()  # type: ignore[misc]
