@@ -558,7 +558,7 @@ ERROR_TYPES = {
 }
 
 
-def check_answer(response: httpx.Response, path: str, key: str, answer: str = "ok fine") -> None:
+def check_answer(response: httpx.Response, path: str, key: str, answer: str = "ok") -> None:
     """A 4xx Anthropic error envelope or a valid answer; never a 5xx, never the key."""
     status = response.status_code
     assert status < 500, f"HTTP {status}: {response.text[:2000]}"

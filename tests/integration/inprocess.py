@@ -1,7 +1,8 @@
 """Parley in-process, for tests that send thousands of requests: the app on httpx's ASGITransport,
-the real key and route stores (moto), a worker on httpx's MockTransport and an in-memory usage store.
+the real key and route stores (moto), the real worker client calling the session's fake worker,
+and an in-memory usage store.
 
-Everything above the worker's HTTP client and the usage table is the production code path.
+Everything but the client's HTTP connection to Parley and the usage table is the production code path.
 """
 
 from __future__ import annotations
@@ -9,48 +10,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
-from typing import Any, AsyncIterator, Coroutine, Iterator, TypeVar
+from typing import Any, Coroutine, Iterator, TypeVar
 
 import httpx
-import orjson
 
 from parley.core.metering import UsageEvent
-from parley.io.worker import WorkerClient
 from parley.web.app import create_app
 from parley.web.services import Services
-from tests.fakeworker.scripts import Answer, render_buffered, render_stream
 
-__all__ = ["InProcessParley", "MemoryUsage", "mock_worker_client"]
+__all__ = ["InProcessParley", "MemoryUsage"]
 
 T = TypeVar("T")
-
-
-def _answer_worker(request: httpx.Request) -> httpx.Response:
-    """A vLLM-shaped worker that answers every request with a short text (streamed if asked)."""
-    try:
-        body = orjson.loads(request.content)
-    except orjson.JSONDecodeError:
-        return httpx.Response(400, json={"error": {"message": "worker got invalid JSON"}})
-    answer = Answer(text="ok fine")
-    if isinstance(body, dict) and body.get("stream"):
-        # An explicit stream (not `content=`), so the response is not read ahead of the gateway.
-        return httpx.Response(
-            200, headers={"content-type": "text/event-stream"}, stream=_Events(render_stream(answer, body))
-        )
-    return httpx.Response(200, headers={"content-type": "application/json"}, content=render_buffered(answer, body))
-
-
-class _Events(httpx.AsyncByteStream):
-    def __init__(self, events: list[bytes]) -> None:
-        self._events = events
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for event in self._events:
-            yield event
-
-
-def mock_worker_client() -> WorkerClient:
-    return WorkerClient(httpx.AsyncClient(transport=httpx.MockTransport(_answer_worker)))
 
 
 class MemoryUsage:
@@ -92,9 +62,7 @@ class InProcessParley:
 
     @classmethod
     def build(cls, base: Services, dynamodb: Any, key: str) -> "InProcessParley":
-        services = dataclasses.replace(
-            Services.build(base.settings, dynamodb), worker=mock_worker_client(), usage=MemoryUsage()
-        )
+        services = dataclasses.replace(Services.build(base.settings, dynamodb), usage=MemoryUsage())
         return cls(services, key)
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30) -> T:

@@ -64,6 +64,12 @@ def stack(dynamodb, primary: FakeWorker, secondary: FakeWorker) -> Iterator[Runn
             account="acct",
             timeouts=FAST,
         ),
+        Route(
+            model="own-worker-by-address",
+            workers=(Worker(base_url=f"https://127.0.0.1:{primary.port}/v1", model="m"),),
+            account="acct",
+            timeouts=FAST,
+        ),
         Route(model="others-worker", workers=(_worker(primary),), account="someone-else", timeouts=FAST),
     ]
     settings = Settings(keys_table="fo-keys", routes_table="fo-routes", ping_seconds=PING_SECONDS, worker_attempts=3)
@@ -329,11 +335,12 @@ def test_count_tokens_falls_back_to_the_estimate(client):
 # -- accounts' own workers ------------------------------------------------------------------------
 
 
-def test_own_worker_on_a_private_address_is_refused_before_connecting(client, primary):
+@pytest.mark.parametrize("model", ["own-worker", "own-worker-by-address"])
+def test_own_worker_on_a_private_address_is_refused_before_connecting(client, primary, model):
     with pytest.raises(anthropic.PermissionDeniedError) as caught:
-        client.messages.create(**ask("own-worker"))
+        client.messages.create(**ask(model))
     assert "non-public address" in assert_error(caught.value.response, 403, "permission_error")
-    assert not primary.requests, "nothing was sent to the private address"
+    assert primary.connections == 0, "no connection was opened to the private address"
 
 
 def test_another_accounts_worker_is_invisible(client):

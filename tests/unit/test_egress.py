@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
 from parley.core.errors import InvalidRequestError, PermissionDeniedError
-from parley.io.egress import PublicOnlyBackend, check_public_worker_url, is_public_address
+from parley.io.egress import PublicOnlyResolver, check_public_worker_url, is_public_address, public_socket
 
 NOT_PUBLIC = [
     "127.0.0.1",
@@ -74,22 +75,20 @@ def test_a_public_https_worker_is_accepted():
     check_public_worker_url("https://gpu.example.com/v1", resolver({"gpu.example.com": ["93.184.216.34"]}))
 
 
-class RecordingBackend:
-    def __init__(self):
-        self.connected = []
-
-    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        self.connected.append((host, port))
-        return "stream"
-
-
 def test_connections_go_to_the_address_that_was_checked():
-    # A rebinding DNS answers differently each time: the backend connects to what it checked.
+    # A rebinding DNS answers differently each time: aiohttp connects to what the resolver answered.
     answers = iter([["93.184.216.34"], ["127.0.0.1"]])
-    inner = RecordingBackend()
-    backend = PublicOnlyBackend(lambda host, port: next(answers), inner)
-    assert asyncio.run(backend.connect_tcp("gpu.example.com", 443)) == "stream"
-    assert inner.connected == [("93.184.216.34", 443)]
+    resolver = PublicOnlyResolver(lambda host, port: next(answers))
+    [first] = asyncio.run(resolver.resolve("gpu.example.com", 443))
+    assert (first["host"], first["hostname"], first["port"]) == ("93.184.216.34", "gpu.example.com", 443)
     with pytest.raises(PermissionDeniedError):
-        asyncio.run(backend.connect_tcp("gpu.example.com", 443))
-    assert len(inner.connected) == 1, "nothing was opened to the private address"
+        asyncio.run(resolver.resolve("gpu.example.com", 443))
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "169.254.169.254", "::1"])
+def test_no_socket_is_opened_to_a_private_address(address):
+    # A literal IP in a URL never reaches a resolver: the socket itself is the last gate.
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with pytest.raises(PermissionDeniedError):
+        public_socket((family, socket.SOCK_STREAM, 6, "", (address, 443)))
+    public_socket((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 443))).close()

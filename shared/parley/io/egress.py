@@ -1,25 +1,35 @@
 """Where an account's own workers may point: public HTTPS endpoints only.
 
 A URL is checked when the worker is registered (`check_public_worker_url`) and again on every
-connection (`PublicOnlyBackend`): the host is resolved, every address must be public (not
+connection (`public_only_connector`): the host is resolved, every address must be public (not
 private, loopback, link-local — the cloud metadata service among them — multicast, reserved,
 shared or unspecified), and the connection is made to the address that was checked, so a DNS
-answer that changes between the check and the connect (rebinding) cannot reach inside.
+answer that changes between the check and the connect (rebinding) cannot reach inside. The
+socket itself is refused for any other address, literal IPs in the URL included.
 Operator routes are not checked: operators may point anywhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from ..core.errors import InvalidRequestError, PermissionDeniedError
+from .worker import connection_pool_options
 
-__all__ = ["PublicOnlyBackend", "check_public_worker_url", "is_public_address", "public_only_transport"]
+__all__ = [
+    "PublicOnlyResolver",
+    "check_public_worker_url",
+    "is_public_address",
+    "public_only_connector",
+    "public_socket",
+]
 
 Resolver = Callable[[str, int], Iterable[str]]
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -59,55 +69,56 @@ def check_public_worker_url(url: str, resolve: Resolver = system_resolver) -> No
     """Raise unless `url` is an https URL, without credentials, whose host resolves to public
     addresses only."""
     try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
+        parsed = urlsplit(url)
+        port = parsed.port
+    except ValueError:
         raise InvalidRequestError(f"worker url: {url!r} is not a URL") from None
     if parsed.scheme != "https":
         raise InvalidRequestError("worker url: an account's own workers must use https")
-    if parsed.userinfo:
+    if parsed.username is not None or parsed.password is not None:
         raise InvalidRequestError("worker url: credentials in the URL are not allowed; use an API key reference")
-    if not parsed.host:
+    if not parsed.hostname:
         raise InvalidRequestError(f"worker url: {url!r} has no host")
-    _public_addresses(parsed.host, parsed.port or 443, resolve)
+    _public_addresses(parsed.hostname, port or 443, resolve)
 
 
-class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, connecting only to public addresses it resolved itself.
-    TLS still verifies the certificate against the host name (httpcore sends it as SNI)."""
+class PublicOnlyResolver(AbstractResolver):
+    """aiohttp's resolver, answering only public addresses; aiohttp connects to what it answers.
+    TLS still verifies the certificate against the host name (sent as SNI)."""
 
-    def __init__(self, resolve: Resolver = system_resolver, inner: httpcore.AsyncNetworkBackend | None = None):
+    def __init__(self, resolve: Resolver = system_resolver) -> None:
         self._resolve = resolve
-        self._inner = inner or httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.AsyncNetworkStream:
-        import anyio
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[ResolveResult]:
+        addresses = await asyncio.to_thread(_public_addresses, host, port, self._resolve)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
 
-        addresses = await anyio.to_thread.run_sync(_public_addresses, host, port, self._resolve)
-        return await self._inner.connect_tcp(addresses[0], port, timeout, local_address, socket_options)
-
-    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        raise PermissionDeniedError("Unix sockets are not allowed for an account's own workers.")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        pass
 
 
-def public_only_transport(max_connections: int, resolve: Resolver = system_resolver) -> httpx.AsyncHTTPTransport:
-    transport = httpx.AsyncHTTPTransport(
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+def public_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    """The last gate: a socket for a public address only (literal IPs in a URL skip resolvers)."""
+    family, kind, proto, _, address = addr_info
+    if not is_public_address(address[0]):
+        raise PermissionDeniedError(
+            f"The worker address {address[0]} is a non-public address; "
+            "an account's own workers must be public HTTPS endpoints."
+        )
+    return socket.socket(family=family, type=kind, proto=proto)
+
+
+def public_only_connector(max_connections: int, resolve: Resolver = system_resolver) -> aiohttp.TCPConnector:
+    return aiohttp.TCPConnector(
+        **connection_pool_options(max_connections), resolver=PublicOnlyResolver(resolve), socket_factory=public_socket
     )
-    # httpx exposes no network backend option; its pool is rebuilt with the checking backend.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
-        max_connections=max_connections,
-        max_keepalive_connections=max_connections,
-        network_backend=PublicOnlyBackend(resolve),
-    )
-    return transport

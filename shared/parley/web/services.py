@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..io.accounts import AccountStore
-from ..io.egress import public_only_transport
+from ..io.egress import public_only_connector
 from ..io.failover import FailoverPolicy, WorkerHealth
 from ..io.keys import KeyStore
 from ..io.limits import RateLimiter
 from ..io.routes import RouteStore
 from ..io.usage import UsageStore
-from ..io.worker import WorkerClient, new_http_client
+from ..io.worker import WorkerClient
 from ..settings import Settings
 from ..telemetry import Telemetry
 
@@ -41,10 +41,8 @@ class Services:
             settings=settings,
             keys=KeyStore(dynamodb, settings.keys_table, settings.key_cache_seconds),
             routes=RouteStore(dynamodb, settings.routes_table, settings.route_cache_seconds),
-            worker=WorkerClient(new_http_client(settings.worker_max_connections)),
-            account_worker=WorkerClient(
-                new_http_client(settings.worker_max_connections, public_only_transport(settings.worker_max_connections))
-            ),
+            worker=WorkerClient(settings.worker_max_connections),
+            account_worker=WorkerClient(settings.worker_max_connections, connector=public_only_connector),
             health=WorkerHealth(),
             failover=FailoverPolicy(
                 attempts=settings.worker_attempts, cooldown_seconds=settings.worker_cooldown_seconds
