@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 import uvicorn
 
@@ -97,6 +98,15 @@ async def _serve(servers: list[uvicorn.Server]) -> None:
     await asyncio.gather(*(server.serve() for server in servers))
 
 
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed, as uvicorn itself picks it (the streaming function runs on it)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def run_dev() -> None:
     import boto3
 
@@ -138,4 +148,5 @@ def run_dev() -> None:
     stack = seed(boto3.client("dynamodb"), settings, worker, model, os.environ.get("PARLEY_DEV_KEY"), demo)
     servers.append(uvicorn.Server(uvicorn.Config("parley.web.app:app", host="127.0.0.1", port=port)))
     print(banner(stack, port), flush=True)
-    asyncio.run(_serve(servers))
+    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        runner.run(_serve(servers))
