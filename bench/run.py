@@ -182,6 +182,37 @@ def import_ms(code: str, cwd: Path, runs: int = 5) -> dict[str, Any]:
     return {"ms": statistics.median(totals), "biggest_ms": {name: round(us / 1000, 1) for name, us in biggest}}
 
 
+def layer_cold_imports(runs: int = 5) -> dict[str, Any] | None:
+    """The API handler imported as Lambda imports it: from the layer that layers/parley/Makefile
+    builds (for this machine's architecture and the template's Python), with nothing else on the
+    path and no bytecode written; once with the layer's bytecode and once compiling from source,
+    as a layer without bytecode does on every cold start. None without that Python here."""
+    version = re.search(r"Runtime: python(\d+\.\d+)", (ROOT / "template.yaml").read_text()).group(1)  # type: ignore[union-attr]
+    architecture = {"aarch64": "arm64", "arm64": "arm64", "x86_64": "x86_64"}[platform.machine()]
+    with tempfile.TemporaryDirectory() as scratch:
+        build = subprocess.run(
+            ["make", "-s", "-C", str(ROOT / "layers" / "parley"), "build-ParleyLayer", f"ARTIFACTS_DIR={scratch}",
+             f"ARCHITECTURE={architecture}", f"PYTHON_VERSION={version}", f"PIP={sys.executable} -m pip",
+             "--eval", "print-python:; @echo PYTHON=$(PYTHON_FOR_BYTECODE)", "print-python"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        python = re.search(r"^PYTHON=(.*)$", build, re.M).group(1).strip()  # type: ignore[union-attr]
+        if not python:
+            return None
+        code = (
+            f"import sys; sys.path[:0] = [{scratch + '/python'!r}, {str(ROOT / 'functions' / 'api')!r}]; import handler"
+        )
+        out: dict[str, Any] = {"python": version}
+        for name, env in (("bytecode", {}), ("source", {"PYTHONPYCACHEPREFIX": str(Path(scratch) / "none")})):
+            seconds = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                subprocess.run([python, "-S", "-B", "-c", code], env={**env, "PATH": os.environ["PATH"]}, check=True)
+                seconds.append((time.perf_counter() - started) * 1000)
+            out[name + "_ms"] = statistics.median(seconds)
+        return out
+
+
 def rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
@@ -341,6 +372,8 @@ def run(requests: int, seconds: float, meter_before_end: bool = False, meter_via
         "stream (parley.web.app)": import_ms("import parley.web.app", ROOT),
         "stream (uvicorn + parley.web.app)": import_ms("import uvicorn, parley.web.app", ROOT),
     }
+    progress("cold import of the API handler from the built layer")
+    results["layer_cold_import"] = layer_cold_imports()
     results["machine"] = machine()
     return results
 
@@ -393,6 +426,15 @@ def rows(results: dict[str, Any]) -> Iterator[tuple[str, str, str, str, str]]:
         yield ("requests/s, concurrency 16", f"{rps['direct']:,.0f}", f"{rps['parley']:,.0f}", f"{ratio:.0%}", ">= 50%")
     for name, data in results["imports"].items():
         yield (f"import {name}", "", f"{data['ms']:.0f} ms", "", "<= 300 ms" if "uvicorn" not in name else "")
+    layer = results.get("layer_cold_import")
+    if layer:
+        yield (
+            f"cold start: API handler from the layer, python{layer['python']}",
+            "",
+            f"{layer['bytecode_ms']:.0f} ms",
+            f"{layer['source_ms']:.0f} ms without bytecode",
+            "",
+        )
     yield ("Parley RSS after warm-up", "", f"{results['rss_mb_after_warmup']:.0f} MB", "", "")
     for name, data in results["dynamodb_per_warm_request"].items():
         critical, background = data["critical"], data["background"]
