@@ -25,7 +25,7 @@ _FIELDS = {field.name for field in dataclasses.fields(UsageEvent)}
 
 
 def usage_line(event: UsageEvent) -> str:
-    return f"{USAGE_MARKER} {orjson.dumps(dataclasses.asdict(event)).decode()}\n"
+    return f"{USAGE_MARKER} {orjson.dumps(event).decode()}\n"  # orjson encodes dataclasses natively
 
 
 def usage_events(messages: Iterable[str]) -> list[UsageEvent]:
