@@ -95,11 +95,16 @@ class WorkerStream:
         self._first = first
         self.idle_seconds = idle_seconds
 
+    def take_first(self) -> bytes:
+        """The bytes that have arrived already (once; `chunks()` then yields only what follows)."""
+        first, self._first = self._first, b""
+        return first
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive. The caller enforces `idle_seconds` (it waits for each
         chunk anyway, to send pings) and raises `idle_timeout()` when it passes."""
         if self._first:
-            yield self._first
+            yield self.take_first()
         content = self._response.content
         try:
             with _translate_transport_errors():

@@ -99,7 +99,7 @@ async def _relay(
 ) -> AsyncIterator[bytes]:
     upstream: WorkerStream | None = None
     try:
-        while not (await asyncio.wait((opening,), timeout=ping_seconds))[0]:
+        while not opening.done() and not (await asyncio.wait((opening,), timeout=ping_seconds))[0]:
             yield PING
         try:
             _, upstream = opening.result()

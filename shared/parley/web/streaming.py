@@ -72,6 +72,9 @@ async def chunks_or_silences(
     Once the answer is complete (`answered()`), the rest of the body (`[DONE]`, the chunked
     terminator) is still read for a moment, so the worker connection goes back to the pool
     instead of being closed; a worker that keeps it open longer is not waited for."""
+    first = upstream.take_first()
+    if first:  # already here: out at once, without a read task's round trip through the loop
+        yield [first]
     chunks = upstream.chunks().__aiter__()
     clock = asyncio.get_running_loop().time
     last_data = clock()
@@ -143,7 +146,7 @@ async def stream_answer(
                 prelude.use_input_tokens(count)
 
     try:
-        while not (await asyncio.wait((opening,), timeout=ping_seconds))[0]:
+        while not opening.done() and not (await asyncio.wait((opening,), timeout=ping_seconds))[0]:
             use_prompt_tokens()
             yield encode_events(prelude.ping())
         try:

@@ -84,7 +84,8 @@ async def first_answer_or_error(request: Request, opening: asyncio.Future[Any], 
     refused at once raises here (a plain HTTP error); one slow to answer is left running (the
     stream starts, with pings). The call is cancelled if the client leaves meanwhile."""
     try:
-        await unless_client_leaves(request, asyncio.wait((opening,), timeout=seconds))
+        if not opening.done():
+            await unless_client_leaves(request, asyncio.wait((opening,), timeout=seconds))
     except BaseException:
         opening.cancel()
         raise
