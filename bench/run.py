@@ -165,9 +165,15 @@ def wrk_rps(url: str, body: bytes, headers: dict[str, str], seconds: float, runs
 def import_ms(code: str, cwd: Path, runs: int = 5) -> dict[str, Any]:
     """Median total of `python -X importtime -c code` (top-level cumulative times), and the biggest."""
     totals, tops = [], {}
-    for _ in range(runs + 1):  # the first run also writes .pyc files: not counted
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+    for _ in range(runs + 1):  # the first run also writes .pyc files, as the layer ships them: not counted
         stderr = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", code], cwd=cwd, capture_output=True, text=True, check=True
+            [sys.executable, "-X", "importtime", "-c", code],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stderr
         total, top = 0, {}
         for line in stderr.splitlines():
