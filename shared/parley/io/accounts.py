@@ -53,6 +53,9 @@ class AccountStore:
     def cached(self, account: str) -> AccountRecord | object:
         return self._cache.get(account)
 
+    def due(self, account: str) -> bool:
+        return self._cache.due(account)
+
     def get(self, account: str) -> AccountRecord:
         item = self._dynamodb.get_item(TableName=self._table, Key={"account": {"S": account}}).get("Item")
         record = AccountRecord(account, limits_from_item(item)) if item else AccountRecord(account)

@@ -56,7 +56,8 @@ def _record(item: dict[str, Any]) -> KeyRecord:
 class KeyStore:
     """Keys in DynamoDB, looked up in one read and cached per instance for `cache_seconds`.
 
-    A revoked key keeps working on an instance that cached it for at most `cache_seconds`.
+    A revoked key keeps working on an instance that cached it for at most `cache_seconds` (less
+    while the key is in use: its record is read again from half that age on).
     """
 
     def __init__(self, dynamodb: Any, table: str, cache_seconds: float = 60.0) -> None:
@@ -106,6 +107,10 @@ class KeyStore:
     def cached(self, key: str) -> KeyRecord | None | object:
         """The cached answer for this key, or ExpiringCache.MISSING (no I/O)."""
         return self._cache.get(hash_key(key))
+
+    def due(self, key: str) -> bool:
+        """Whether this key's cached answer should be looked up again now (ExpiringCache.due)."""
+        return self._cache.due(hash_key(key))
 
     def lookup(self, key: str) -> KeyRecord | None:
         key_hash = hash_key(key)

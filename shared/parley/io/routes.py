@@ -173,6 +173,10 @@ class RouteStore:
     def cached(self) -> tuple[Route, ...] | object:
         return self._cache.get("all")
 
+    def due(self) -> bool:
+        """Whether the cached routes should be loaded again now (ExpiringCache.due)."""
+        return self._cache.due("all")
+
     def load(self) -> tuple[Route, ...]:
         routes: list[Route] = []
         kwargs: dict[str, Any] = {"TableName": self._table}

@@ -4,7 +4,8 @@
     secretsmanager:ARN_OR_NAME  an AWS Secrets Manager secret's string
     ssm:NAME                    an SSM Parameter Store parameter (SecureString decrypted)
 
-Values are cached per instance (`cache_seconds`) and fetched off the event loop.
+Values are cached per instance (`cache_seconds`, read again in the background from half that
+age on while in use) and fetched off the event loop.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from typing import Any
 
 from ..core.errors import ApiError
+from .background import refresh_in_background
 from .expiring import ExpiringCache
 
 __all__ = ["SecretResolver"]
@@ -35,9 +37,16 @@ class SecretResolver:
             raise ApiError(f"The route's worker key reference kind {kind!r} is not supported.")
         value = self._cache.get(reference)
         if value is ExpiringCache.MISSING:
-            value = await asyncio.to_thread(self._fetch if kind == "secretsmanager" else self._fetch_parameter, name)
-            self._cache.put(reference, value)
+            value = await asyncio.to_thread(self._read, reference)
+        elif self._cache.due(reference):
+            refresh_in_background(self._read, reference)
         return value  # type: ignore[return-value]
+
+    def _read(self, reference: str) -> str | None:
+        kind, _, name = reference.partition(":")
+        value = self._fetch(name) if kind == "secretsmanager" else self._fetch_parameter(name)
+        self._cache.put(reference, value)
+        return value
 
     def _fetch(self, secret_id: str) -> str | None:
         if self._secretsmanager is None:

@@ -150,12 +150,13 @@ class UsageStore:
         """This month's cached spend of `scope`, or ExpiringCache.MISSING (no I/O)."""
         return self._spend.get(f"{scope}|month#{month_of(now)}")
 
+    def month_spend_due(self, scope: str, now: float) -> bool:
+        return self._spend.due(f"{scope}|month#{month_of(now)}")
+
     def month_spend_micros(self, scope: str, now: float) -> int:
-        """This month's spend of `key#ID` or `account#NAME`, cached per instance for a few seconds."""
+        """This month's spend of `key#ID` or `account#NAME`, read now and cached per instance for
+        a few seconds (`cached_month_spend`)."""
         sort = f"month#{month_of(now)}"
-        cached = self._spend.get(f"{scope}|{sort}")
-        if cached is not ExpiringCache.MISSING:
-            return cached  # type: ignore[return-value]
         item = self._dynamodb.get_item(
             TableName=self._table, Key={"pk": {"S": scope}, "sk": {"S": sort}}, ProjectionExpression="cost_micros"
         ).get("Item")

@@ -8,13 +8,13 @@ import asyncio
 import logging
 import sys
 import time
-from typing import Any
 
 from starlette.requests import Request
 
 from ..core.errors import InvalidRequestError, PermissionDeniedError
 from ..core.metering import MICROS_PER_USD, UsageEvent, cost_micros
 from ..core.usage_log import usage_line
+from ..io.background import refresh_in_background
 from ..io.expiring import ExpiringCache
 from ..io.keys import KeyRecord
 from ..io.limits import Allowance, rate_limit_headers
@@ -24,7 +24,7 @@ from .dependencies import store_call
 from .middleware import outcome_of
 from .services import Services
 
-__all__ = ["admit", "conclude", "drain", "in_background", "settle", "usage_event", "write"]
+__all__ = ["admit", "conclude", "settle", "usage_event", "write"]
 
 logger = logging.getLogger("parley.metering")
 
@@ -39,6 +39,8 @@ async def admit(request: Request, services: Services, key: KeyRecord, route: Rou
     account = services.accounts.cached(key.account)
     if account is ExpiringCache.MISSING:
         account = await store_call(services.accounts.get, key.account)
+    elif services.accounts.due(key.account):
+        refresh_in_background(services.accounts.get, key.account)
     scopes = [(f"key#{key.key_id}", key.limits), (f"account#{key.account}", account.limits)]  # type: ignore[union-attr]
     now = time.time()
     for scope, limits in scopes:
@@ -46,6 +48,8 @@ async def admit(request: Request, services: Services, key: KeyRecord, route: Rou
             spent = services.usage.cached_month_spend(scope, now)  # no I/O, no thread hop
             if spent is ExpiringCache.MISSING:
                 spent = await store_call(services.usage.month_spend_micros, scope, now)
+            elif services.usage.month_spend_due(scope, now):
+                refresh_in_background(services.usage.month_spend_micros, scope, now)
             if spent >= limits.monthly_spend_usd * MICROS_PER_USD:
                 # Anthropic's own wording, which clients such as Claude Code recognise.
                 raise InvalidRequestError(
@@ -128,18 +132,3 @@ async def write(services: Services, event: UsageEvent | None) -> None:
 
 async def settle(services: Services, outcome: RequestOutcome) -> None:
     await write(services, conclude(services, outcome))
-
-
-_background: set[asyncio.Task[None]] = set()
-
-
-def in_background(work: Any) -> None:
-    """Run `work` (a coroutine) after the response; `drain` waits for all of it at shutdown."""
-    task = asyncio.ensure_future(work)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
-async def drain() -> None:
-    while _background:
-        await asyncio.gather(*list(_background), return_exceptions=True)

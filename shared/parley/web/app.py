@@ -18,8 +18,8 @@ from ..core.errors import (
     ParleyError,
     RequestTooLargeError,
 )
+from ..io.background import drain
 from . import chat_completions, messages, models, usage
-from .accounting import drain
 from .chat_completions import CHAT_COMPLETIONS_PATH
 from .middleware import RequestContextMiddleware, outcome_of
 from .openapi import install_openapi

@@ -15,6 +15,7 @@ from ..core.errors import (
     NotFoundError,
     RequestTooLargeError,
 )
+from ..io.background import refresh_in_background
 from ..io.expiring import ExpiringCache
 from ..io.keys import KeyRecord, check_active
 from ..io.routes import Route, match_route
@@ -68,6 +69,8 @@ async def authenticate(request: Request) -> KeyRecord:
     record = keys.cached(key)
     if record is ExpiringCache.MISSING:
         record = await store_call(keys.lookup, key)
+    elif keys.due(key):
+        refresh_in_background(keys.lookup, key)
     record = check_active(record, key)  # type: ignore[arg-type]
     outcome = outcome_of(request)
     if outcome is not None:
@@ -98,6 +101,8 @@ async def load_routes(request: Request) -> tuple[Route, ...]:
     routes = routes_store.cached()
     if routes is ExpiringCache.MISSING:
         routes = await store_call(routes_store.load)
+    elif routes_store.due():
+        refresh_in_background(routes_store.load)
     return routes  # type: ignore[return-value]
 
 

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from ..core.ids import new_request_id
+from ..io.background import in_background
 from ..telemetry import RequestOutcome
 
 __all__ = ["RequestContextMiddleware", "outcome_of"]
@@ -44,7 +45,7 @@ class RequestContextMiddleware:
                 return
             finished, outcome = outcome, None
             finished.finished = time.perf_counter()
-            from .accounting import conclude, in_background, log_usage, write
+            from .accounting import conclude, log_usage, write
             from .dependencies import services_of_app
 
             services = services_of_app(scope["app"])
