@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SAM_VENV := .venv-sam
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PIP="$(CURDIR)/$(BIN)/python -m pip" $(SAM_VENV)/bin/sam
 
-.PHONY: dev test soak format install check-stack clean bench
+.PHONY: dev test soak format install check-stack clean bench bench-peer
 
 ## make dev: Parley on http://127.0.0.1:8080 with an embedded DynamoDB (prints a dev key)
 dev: $(STAMP)
@@ -38,6 +38,17 @@ $(BENCH_STAMP): $(STAMP)
 	rm -f $(VENV)/.bench-*
 	touch $@
 
+## make bench-peer: make bench, plus LiteLLM's proxy (installed in .venv-peer) measured on the same worker
+PEER_VENV := .venv-peer
+bench-peer: $(BENCH_STAMP) $(PEER_VENV)/.installed
+	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python -m bench.run --peer-litellm $(PEER_VENV)/bin/litellm $(BENCH_ARGS)
+
+$(PEER_VENV)/.installed:
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet 'litellm[proxy]'
+	touch $@
+
 install: $(STAMP) node_modules/.package-lock.json
 
 node_modules/.package-lock.json: package.json package-lock.json
@@ -61,4 +72,4 @@ $(SAM_VENV)/.installed: requirements-sam.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam node_modules .pytest_cache build *.egg-info shared/*.egg-info
+	rm -rf $(VENV) $(SAM_VENV) .venv-peer .aws-sam node_modules .pytest_cache build *.egg-info shared/*.egg-info

@@ -10,11 +10,13 @@ fake worker (bench/worker.py) and Parley under uvicorn exactly as the streaming 
 - added cost per chunk (a 500-chunk stream: whole-stream time through Parley minus direct);
 - requests per second at concurrency 16, instant worker, with wrk;
 - import time of each Lambda entry point (`python -X importtime`), Parley's RSS after warm-up;
-- DynamoDB calls on a warm request's critical path, and after it.
+- DynamoDB calls on a warm request's critical path, and after it;
+- with `--peer-litellm` (or `litellm` on PATH; `make bench-peer` installs it), LiteLLM's proxy
+  on the same worker, the same way: its added latency and requests/s, as ratios to Parley's.
 
 Prints one table with the ratios and writes bench/results.json.
 
-    python -m bench.run [--requests N] [--seconds S]
+    python -m bench.run [--requests N] [--seconds S] [--peer-litellm PATH]
 """
 
 from __future__ import annotations
@@ -91,6 +93,34 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float =
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port}")
+
+
+PEER_KEY = "sk-bench-peer-master-key-0123456789abcdef"
+
+
+def start_litellm(stack: ExitStack, litellm: str, worker_base: str, env: dict[str, str]) -> tuple[str, str]:
+    """LiteLLM's proxy on the same fake worker (its Chat Completions provider for vLLM), serving
+    the bench's model names on its `/v1/messages` route. Returns its URL and version."""
+    port = _free_port()
+    config = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "litellm.yaml"
+    models = ("bench-instant", "claude-sonnet-4-5")
+    config.write_text(
+        "model_list:\n"
+        + "".join(
+            f"  - model_name: {name}\n    litellm_params:\n      model: hosted_vllm/{WORKER_MODEL}\n"
+            f"      api_base: {worker_base}/instant/v1\n      api_key: none\n"
+            for name in models
+        )
+    )
+    peer_env = {**env, "LITELLM_MASTER_KEY": PEER_KEY, "LITELLM_LOG": "ERROR"}
+    process = _start(stack, [litellm, "--config", str(config), "--port", str(port)], peer_env)
+    _wait_for_port(port, process, seconds=180)
+    python = Path(litellm).parent / "python"
+    version = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+        capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    return f"http://127.0.0.1:{port}", version
 
 
 # -- payloads -------------------------------------------------------------------------------------
@@ -247,7 +277,13 @@ def dynamodb_calls(parley_url: str, call: Callable[[], Timing], n: int) -> dict[
 # -- the run --------------------------------------------------------------------------------------
 
 
-def run(requests: int, seconds: float, meter_before_end: bool = False, meter_via_log: bool = False) -> dict[str, Any]:
+def run(
+    requests: int,
+    seconds: float,
+    meter_before_end: bool = False,
+    meter_via_log: bool = False,
+    peer_litellm: str | None = None,
+) -> dict[str, Any]:
     use_local_aws_defaults()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if meter_before_end:  # usage written before each response's last byte
@@ -372,6 +408,27 @@ def run(requests: int, seconds: float, meter_before_end: bool = False, meter_via
         else:
             progress("wrk is not installed: no requests-per-second figures")
 
+        if peer_litellm:
+            progress("the peer: LiteLLM's proxy on the same worker")
+            peer_url, version = start_litellm(stack, peer_litellm, worker_base, env)
+            to_peer = Connection("127.0.0.1", int(peer_url.rsplit(":", 1)[1]))
+            stack.callback(to_peer.close)
+            peer_headers = {**parley_headers, "x-api-key": PEER_KEY}
+
+            def peer(case: str) -> Callable[[], Timing]:
+                return lambda: to_peer.post("/v1/messages", cases[case]["anthropic"], peer_headers)
+
+            side_by_side(20, direct("small"), peer("small"), "total_seconds")  # warm-up
+            results["peer"] = {
+                "name": f"LiteLLM {version}",
+                "small": side_by_side(max(50, requests // 5), direct("small"), peer("small"), "total_seconds"),
+                "claude_code": side_by_side(50, direct("claude_code"), peer("claude_code"), "total_seconds"),
+            }
+            if shutil.which("wrk"):
+                results["peer"]["rps"] = wrk_rps(
+                    f"{peer_url}/v1/messages", cases["small"]["anthropic"], peer_headers, seconds, 3
+                )
+
     progress("import time of the Lambda entry points")
     results["imports"] = {
         "api (functions/api/handler.py)": import_ms("import handler", ROOT / "functions" / "api"),
@@ -430,6 +487,24 @@ def rows(results: dict[str, Any]) -> Iterator[tuple[str, str, str, str, str]]:
         ratio = rps["parley"] / rps["direct"]
         results["rps"]["ratio"] = ratio
         yield ("requests/s, concurrency 16", f"{rps['direct']:,.0f}", f"{rps['parley']:,.0f}", f"{ratio:.0%}", ">= 50%")
+    peer = results.get("peer")
+    if peer:
+        for case, label in (("small", "small buffered request"), ("claude_code", "Claude Code request")):
+            direct, through_peer = peer[case]["direct"]["p50_ms"], peer[case]["parley"]["p50_ms"]
+            added_by_parley = results[case]["parley"]["p50_ms"] - results[case]["direct"]["p50_ms"]
+            ratio = (through_peer - direct) / max(added_by_parley, 1e-3)
+            peer[case]["ratio"] = ratio
+            yield (
+                f"{peer['name']}: {label}, p50",
+                ms(direct),
+                ms(through_peer),
+                f"+{through_peer - direct:.2f} ms ({ratio:.0f}x Parley's)",
+                "",
+            )
+        if "rps" in peer and "rps" in results:
+            ratio = results["rps"]["parley"] / peer["rps"]
+            peer["rps_ratio"] = ratio
+            yield (f"{peer['name']}: requests/s", "", f"{peer['rps']:,.0f}", f"Parley {ratio:.1f}x", ">= 10x")
     for name, data in results["imports"].items():
         yield (f"import {name}", "", f"{data['ms']:.0f} ms", "", "<= 300 ms" if "uvicorn" not in name else "")
     layer = results.get("layer_cold_import")
@@ -473,8 +548,13 @@ def main() -> None:
     parser.add_argument(
         "--meter-via-log", action="store_true", help="write usage as log lines, as the Lambda functions do"
     )
+    parser.add_argument(
+        "--peer-litellm",
+        default=shutil.which("litellm"),
+        help="LiteLLM's proxy executable, to measure the same way as Parley (default: litellm on PATH)",
+    )
     args = parser.parse_args()
-    results = run(args.requests, args.seconds, args.meter_before_end, args.meter_via_log)
+    results = run(args.requests, args.seconds, args.meter_before_end, args.meter_via_log, args.peer_litellm)
     results["meter_before_end"], results["meter_via_log"] = args.meter_before_end, args.meter_via_log
     text = table(results)
     print(text)
