@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 
 __all__ = [
     "Limits",
@@ -77,12 +78,17 @@ def window_at(now: float) -> Window:
     return Window(int(now) // WINDOW_SECONDS * WINDOW_SECONDS)
 
 
+@lru_cache(maxsize=8)
+def _date_of_day(day_number: int) -> str:
+    return datetime.fromtimestamp(day_number * 86_400, timezone.utc).strftime("%Y-%m-%d")
+
+
 def day_of(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, timezone.utc).strftime("%Y-%m-%d")
+    return _date_of_day(int(epoch_seconds // 86_400))  # POSIX days are exactly 86,400 s
 
 
 def month_of(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, timezone.utc).strftime("%Y-%m")
+    return day_of(epoch_seconds)[:7]
 
 
 @dataclass(frozen=True, slots=True)

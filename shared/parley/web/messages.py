@@ -46,10 +46,11 @@ class _WorkerRequests:
         self.prompt_tokens = 0
 
     def chat(self, worker: Worker) -> dict[str, Any]:
-        chat = self._chats.get(worker.profile)
+        profile = worker.profile
+        chat = self._chats.get(profile)
         if chat is None:
-            chat = self._chats[worker.profile] = messages_to_chat(self._message_request, worker.profile)
-        return {**chat, "max_tokens": fit_max_tokens(chat["max_tokens"], worker.profile, self.prompt_tokens)}
+            chat = self._chats[profile] = messages_to_chat(self._message_request, profile)
+        return {**chat, "max_tokens": fit_max_tokens(chat["max_tokens"], profile, self.prompt_tokens)}
 
     def anthropic(self, worker: Worker) -> dict[str, Any]:
         if self._raw is None:
