@@ -33,6 +33,7 @@ __all__ = [
     "free_port",
     "parley_stack",
     "serve",
+    "tables_named",
     "wait_until_healthy",
 ]
 
@@ -42,6 +43,11 @@ AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
 }
+
+
+def tables_named(prefix: str) -> dict[str, str]:
+    """Settings fields naming every table `prefix-role`: a stack's own tables in the shared DynamoDB."""
+    return {f"{role}_table": f"{prefix}-{role.replace('_', '-')}" for role in Settings().table_names}
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ import pytest
 
 from parley.io.routes import Route, Worker
 from parley.settings import Settings
-from tests.stack import RunningParley, parley_stack
+from tests.stack import RunningParley, parley_stack, tables_named
 
 from .helpers import MODEL, WORKER_MODEL, request
 
@@ -66,8 +66,7 @@ def gated(dynamodb) -> GatedDynamoDB:
 @pytest.fixture(scope="module")
 def stack(gated, worker) -> Iterator[RunningParley]:
     settings = Settings(
-        **{f"{role}_table": f"refresh-{role}" for role in ("keys", "routes", "usage", "usage_records", "limits")},
-        accounts_table="refresh-accounts",
+        **tables_named("refresh"),
         key_cache_seconds=CACHE_SECONDS,
         route_cache_seconds=CACHE_SECONDS,
         account_cache_seconds=CACHE_SECONDS,

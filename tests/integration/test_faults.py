@@ -20,7 +20,7 @@ from parley.io.routes import Route, Timeouts, Worker
 from parley.settings import Settings
 from tests.anthropic_stream import assert_well_formed
 from tests.fakeworker import Answer, Garbage, Hang
-from tests.stack import RunningParley, parley_stack
+from tests.stack import RunningParley, parley_stack, tables_named
 
 from .helpers import MODEL, WORKER_MODEL, assert_error, parse_sse, request
 
@@ -80,8 +80,7 @@ def flaky(dynamodb) -> ThrottlingDynamoDB:
 @pytest.fixture(scope="module")
 def stack(flaky, worker) -> Iterator[RunningParley]:
     settings = Settings(
-        **{f"{role}_table": f"faults-{role}" for role in ("keys", "routes", "usage", "usage_records", "limits")},
-        accounts_table="faults-accounts",
+        **tables_named("faults"),
         key_cache_seconds=0.0,  # every request reads its key: the reads can be throttled
         ping_seconds=PING_SECONDS,
         worker_attempts=1,  # each fault is seen as the client sees it; failover has test_failover.py

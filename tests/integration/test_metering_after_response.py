@@ -12,7 +12,7 @@ import pytest
 from parley.io.routes import Route, Worker
 from parley.settings import Settings
 from tests.fakeworker import Answer
-from tests.stack import RunningParley, parley_stack
+from tests.stack import RunningParley, parley_stack, tables_named
 
 from .helpers import MODEL, WORKER_MODEL, request
 
@@ -20,12 +20,7 @@ from .helpers import MODEL, WORKER_MODEL, request
 @pytest.fixture(scope="module")
 def after_parley(dynamodb, worker) -> Iterator[RunningParley]:
     settings = Settings(
-        keys_table="after-keys",
-        routes_table="after-routes",
-        usage_table="after-usage",
-        usage_records_table="after-usage-records",
-        limits_table="after-limits",
-        accounts_table="after-accounts",
+        **tables_named("after"),
         meter_after_response=True,
     )
     routes = [Route(model=MODEL, workers=(Worker(base_url=worker.base_url, model=WORKER_MODEL),))]

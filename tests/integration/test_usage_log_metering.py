@@ -16,7 +16,7 @@ from parley.core.usage_log import USAGE_MARKER
 from parley.io.routes import Route, Timeouts, Worker
 from parley.settings import Settings
 from tests.fakeworker import Answer
-from tests.stack import RunningParley, parley_stack
+from tests.stack import RunningParley, parley_stack, tables_named
 from tests.subscription import subscription_event
 
 from .helpers import MODEL, WORKER_MODEL
@@ -34,8 +34,7 @@ def metering_function():
 @pytest.fixture(scope="module")
 def stack(dynamodb, worker) -> Iterator[RunningParley]:
     settings = Settings(
-        **{f"{role}_table": f"ulog-{role}" for role in ("keys", "routes", "usage", "usage_records", "limits")},
-        accounts_table="ulog-accounts",
+        **tables_named("ulog"),
         meter_via_log=True,
     )
     route = Route(model=MODEL, workers=(Worker(base_url=worker.base_url, model=WORKER_MODEL),), timeouts=Timeouts())
