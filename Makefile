@@ -40,9 +40,8 @@ $(BENCH_STAMP): $(STAMP)
 
 ## make bench-peer: make bench, plus LiteLLM's proxy (installed in .venv-peer) measured on the same worker
 PEER_VENV := .venv-peer
-bench-peer: $(BENCH_STAMP) $(PEER_VENV)/.installed
-	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
-	$(BIN)/python -m bench.run --peer-litellm $(PEER_VENV)/bin/litellm $(BENCH_ARGS)
+bench-peer: $(PEER_VENV)/.installed
+	$(MAKE) bench BENCH_ARGS="--peer-litellm $(PEER_VENV)/bin/litellm $(BENCH_ARGS)"
 
 $(PEER_VENV)/.installed:
 	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)

@@ -98,9 +98,9 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float =
 PEER_KEY = "sk-bench-peer-master-key-0123456789abcdef"
 
 
-def start_litellm(stack: ExitStack, litellm: str, worker_base: str, env: dict[str, str]) -> tuple[str, str]:
+def start_litellm(stack: ExitStack, litellm: str, worker_base: str, env: dict[str, str]) -> tuple[int, str]:
     """LiteLLM's proxy on the same fake worker (its Chat Completions provider for vLLM), serving
-    the bench's model names on its `/v1/messages` route. Returns its URL and version."""
+    the bench's model names on its `/v1/messages` route. Returns its port and version."""
     port = _free_port()
     config = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "litellm.yaml"
     models = ("bench-instant", "claude-sonnet-4-5")
@@ -120,7 +120,7 @@ def start_litellm(stack: ExitStack, litellm: str, worker_base: str, env: dict[st
         [str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
         capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
-    return f"http://127.0.0.1:{port}", version
+    return port, version
 
 
 # -- payloads -------------------------------------------------------------------------------------
@@ -154,11 +154,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def side_by_side(n: int, direct: Callable[[], Timing], parley: Callable[[], Timing], field: str) -> dict[str, Any]:
-    """n interleaved pairs (direct, then Parley), so that noise hits both alike."""
-    samples: dict[str, list[float]] = {"direct": [], "parley": []}
+def side_by_side(
+    n: int, direct: Callable[[], Timing], gateway: Callable[[], Timing], field: str, gateway_name: str = "parley"
+) -> dict[str, Any]:
+    """n interleaved pairs (direct, then through the gateway), so that noise hits both alike."""
+    samples: dict[str, list[float]] = {"direct": [], gateway_name: []}
     for _ in range(n):
-        for name, call in (("direct", direct), ("parley", parley)):
+        for name, call in (("direct", direct), (gateway_name, gateway)):
             timing = call()
             if timing.status != 200:
                 raise RuntimeError(f"{name}: HTTP {timing.status}: {timing.body[:300]!r}")
@@ -410,23 +412,23 @@ def run(
 
         if peer_litellm:
             progress("the peer: LiteLLM's proxy on the same worker")
-            peer_url, version = start_litellm(stack, peer_litellm, worker_base, env)
-            to_peer = Connection("127.0.0.1", int(peer_url.rsplit(":", 1)[1]))
+            peer_port, version = start_litellm(stack, peer_litellm, worker_base, env)
+            to_peer = Connection("127.0.0.1", peer_port)
             stack.callback(to_peer.close)
             peer_headers = {**parley_headers, "x-api-key": PEER_KEY}
 
             def peer(case: str) -> Callable[[], Timing]:
                 return lambda: to_peer.post("/v1/messages", cases[case]["anthropic"], peer_headers)
 
-            side_by_side(20, direct("small"), peer("small"), "total_seconds")  # warm-up
+            side_by_side(20, direct("small"), peer("small"), "total_seconds", "peer")  # warm-up
             results["peer"] = {
                 "name": f"LiteLLM {version}",
-                "small": side_by_side(max(50, requests // 5), direct("small"), peer("small"), "total_seconds"),
-                "claude_code": side_by_side(50, direct("claude_code"), peer("claude_code"), "total_seconds"),
+                "small": side_by_side(max(50, requests // 5), direct("small"), peer("small"), "total_seconds", "peer"),
+                "claude_code": side_by_side(50, direct("claude_code"), peer("claude_code"), "total_seconds", "peer"),
             }
             if shutil.which("wrk"):
                 results["peer"]["rps"] = wrk_rps(
-                    f"{peer_url}/v1/messages", cases["small"]["anthropic"], peer_headers, seconds, 3
+                    f"http://127.0.0.1:{peer_port}/v1/messages", cases["small"]["anthropic"], peer_headers, seconds, 3
                 )
 
     progress("import time of the Lambda entry points")
@@ -490,7 +492,7 @@ def rows(results: dict[str, Any]) -> Iterator[tuple[str, str, str, str, str]]:
     peer = results.get("peer")
     if peer:
         for case, label in (("small", "small buffered request"), ("claude_code", "Claude Code request")):
-            direct, through_peer = peer[case]["direct"]["p50_ms"], peer[case]["parley"]["p50_ms"]
+            direct, through_peer = peer[case]["direct"]["p50_ms"], peer[case]["peer"]["p50_ms"]
             added_by_parley = results[case]["parley"]["p50_ms"] - results[case]["direct"]["p50_ms"]
             ratio = (through_peer - direct) / max(added_by_parley, 1e-3)
             peer[case]["ratio"] = ratio
