@@ -5,6 +5,7 @@ uvicorn-served stacks send; see tests/stack.py)."""
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import socket
 import time
@@ -13,9 +14,14 @@ import pytest
 
 from parley.io import keys as keys_module
 from parley.io.keys import KeyRecord, check_active, hash_key
+from tests.stack import ERROR_BODIES
 
 from .helpers import MAX_BODY_BYTES, assert_error, request
 from .test_fuzz import raw_exchange
+
+# How long a test waits for something that takes milliseconds before it fails: a safety net, so a
+# defect fails the test instead of hanging it. It measures nothing.
+SAFETY_NET = 30.0
 
 
 def raw_status(url: str, head_lines: list[bytes], body: bytes = b"") -> int | None:
@@ -81,13 +87,24 @@ def test_keys_are_compared_in_constant_time(monkeypatch):
 
 
 def test_a_client_leaving_mid_upload_is_not_an_unhandled_error(parley, http, caplog):
+    # `expect: 100-continue`: the server says "100 Continue" once Parley starts reading the body,
+    # so the client leaves while Parley is reading it.
     head = b"POST /v1/messages HTTP/1.1\r\nhost: parley\r\nx-api-key: %s\r\n" % parley.key.encode()
-    head += b"content-length: 100000\r\n\r\n"
+    head += b"expect: 100-continue\r\ncontent-length: 100000\r\n\r\n"
     host, port = parley.url.removeprefix("http://").split(":")
+    answered = len(ERROR_BODIES)
     with caplog.at_level(logging.ERROR):
-        with socket.create_connection((host, int(port)), timeout=10) as connection:
-            connection.sendall(head + b'{"model": "test-')
-            time.sleep(0.2)
-        time.sleep(0.3)
+        with socket.create_connection((host, int(port)), timeout=SAFETY_NET) as connection:
+            connection.sendall(head)
+            assert connection.recv(65536).startswith(b"HTTP/1.1 100 "), "Parley did not start reading the body"
+            connection.sendall(b'{"model": "test-')
+        # Parley's answer to the abandoned request, which nobody reads: a client error, not a crash.
+        deadline = time.monotonic() + SAFETY_NET
+        while len(ERROR_BODIES) == answered:
+            if time.monotonic() > deadline:
+                pytest.fail(f"Parley did not answer the abandoned request within {SAFETY_NET:g} s")
+            time.sleep(0.01)
+        error = json.loads(ERROR_BODIES[answered])["error"]
+        assert error["type"] == "invalid_request_error" and "disconnected" in error["message"], error
         assert http.get("/health").status_code == 200
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR], caplog.text
