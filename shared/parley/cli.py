@@ -19,6 +19,11 @@ __all__ = ["main"]
 def _dynamodb() -> Any:
     import boto3
 
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB", "")
+    if endpoint.startswith(("http://127.0.0.1:", "http://localhost:")):  # make dev's DynamoDB Local
+        from .local.dynamodb_local import use_local_aws_defaults
+
+        use_local_aws_defaults()
     return boto3.client("dynamodb")
 
 
@@ -141,6 +146,35 @@ def _usage(args: argparse.Namespace) -> int:
         cells = [["" if row.get(column) is None else str(row[column]) for column in header] for row in rows]
         print(_table(cells, [h.upper() for h in header]))
     return 0
+
+
+def _replay_usage(args: argparse.Namespace) -> int:
+    """Meter usage lines again: dead letters (`{"line": …}` JSON lines, as the journal and the SQS
+    queue keep them) or plain `PARLEY_USAGE …` lines. Lines already metered count nothing."""
+    from pathlib import Path
+
+    import orjson
+
+    from .io.meter import FileDeadLetters, meter_lines
+    from .io.usage import UsageStore
+
+    settings = Settings.from_environment()
+    store = UsageStore(_dynamodb(), settings.usage_table, settings.usage_records_table)
+    lines = []
+    for path in args.files:
+        for raw in Path(path).read_text().splitlines():
+            if raw.startswith("{"):
+                raw = str(orjson.loads(raw).get("line", ""))
+            lines.append(raw)
+    rejected = Path(args.rejected)
+    report = meter_lines(lines, store, FileDeadLetters(rejected))
+    print(
+        f"recorded {report.recorded}, already recorded {report.already_recorded}, "
+        f"refused again {report.dead_letters}"
+        + (f" (kept in {rejected})" if report.dead_letters else "")
+        + (f", not written (DynamoDB kept failing) {len(report.unavailable)}" if report.unavailable else "")
+    )
+    return 1 if report.unavailable else 0
 
 
 _WORKER_FLAGS = {"continuous_usage", "images", "files", "tokenize", "adapt_tool_schemas", "short_tool_ids"}
@@ -334,6 +368,11 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true")
     output.add_argument("--csv", action="store_true")
     usage.set_defaults(run=_usage)
+
+    replay = commands.add_parser("replay-usage", help="meter usage lines or dead letters again (exactly once)")
+    replay.add_argument("files", nargs="+", help="dead-letters.jsonl, SQS message bodies, or PARLEY_USAGE lines")
+    replay.add_argument("--rejected", default="rejected-usage.jsonl", help="where lines refused again are kept")
+    replay.set_defaults(run=_replay_usage)
     return parser
 
 

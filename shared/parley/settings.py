@@ -13,11 +13,6 @@ def _float(name: str, default: float) -> float:
     return float(value) if value else default
 
 
-def _bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    return value.strip().lower() in ("1", "true", "yes", "on") if value else default
-
-
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
@@ -40,12 +35,10 @@ class Settings:
     worker_attempts: int = 3
     worker_cooldown_seconds: float = 30.0
     worker_max_connections: int = 256
-    # Write usage after the response has ended instead of just before its last byte. Only safe
-    # where the process is not frozen when a response ends: not in Lambda (docs/metering.md).
-    meter_after_response: bool = False
-    # Write usage as a log line for the metering function instead of to DynamoDB (the Lambda
-    # functions: no write the client waits for, nothing lost on a freeze; docs/metering.md).
-    meter_via_log: bool = False
+    # Where each request's usage line goes before its last byte (docs/metering.md): "stdout" for
+    # the metering function (Lambda), or the folder of a usage journal that a metering loop in
+    # this process writes to DynamoDB in batches (everywhere else).
+    usage_log: str = ".parley/usage"
 
     @property
     def table_names(self) -> dict[str, str]:
@@ -78,6 +71,7 @@ class Settings:
             worker_attempts=_int("PARLEY_WORKER_ATTEMPTS", defaults.worker_attempts),
             worker_cooldown_seconds=_float("PARLEY_WORKER_COOLDOWN_SECONDS", defaults.worker_cooldown_seconds),
             worker_max_connections=_int("PARLEY_WORKER_MAX_CONNECTIONS", defaults.worker_max_connections),
-            meter_after_response=_bool("PARLEY_METER_AFTER_RESPONSE", not os.environ.get("AWS_LAMBDA_FUNCTION_NAME")),
-            meter_via_log=_bool("PARLEY_METER_VIA_LOG", False),
+            usage_log=os.environ.get(
+                "PARLEY_USAGE_LOG", "stdout" if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else defaults.usage_log
+            ),
         )

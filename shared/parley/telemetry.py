@@ -35,7 +35,8 @@ class RequestOutcome:
     started: float = field(default_factory=time.perf_counter)
     key_id: str | None = None
     account: str | None = None
-    model: str | None = None
+    model: str | None = None  # the route's public name
+    requested_model: str | None = None  # the client's spelling, when it differs (an alias)
     worker: str | None = None
     stream: bool = False
     status: int = 0

@@ -1,4 +1,4 @@
-"""End to end: the real Claude Code CLI → Parley (uvicorn, moto DynamoDB) → the fake worker.
+"""End to end: the real Claude Code CLI → Parley (uvicorn, DynamoDB Local) → the fake worker.
 
 The CLI is pinned in /package.json and installed with `npm ci` into node_modules/ (git-ignored).
 It runs with a clean environment (`env -i` style), a scratch HOME and working directory, no
@@ -19,7 +19,7 @@ import pytest
 from parley.io.routes import Route, Worker
 from parley.settings import Settings
 from tests.fakeworker import FakeWorker
-from tests.stack import RunningParley, embedded_dynamodb, parley_stack
+from tests.stack import RunningParley, parley_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 CLAUDE = ROOT / "node_modules" / ".bin" / "claude"
@@ -42,13 +42,13 @@ def route(worker: FakeWorker) -> Route:
 
 
 @pytest.fixture(scope="session")
-def parley(route: Route) -> Iterator[RunningParley]:
+def parley(dynamodb: Any, route: Route) -> Iterator[RunningParley]:
     settings = Settings(
         keys_table="e2e-keys",
         routes_table="e2e-routes",
         ping_seconds=2.0,
     )
-    with embedded_dynamodb() as dynamodb, parley_stack(dynamodb, settings, [route], account="e2e") as running:
+    with parley_stack(dynamodb, settings, [route], account="e2e") as running:
         yield running
 
 

@@ -1,4 +1,4 @@
-"""The integration stack: an embedded DynamoDB (moto), the fake worker, and Parley under uvicorn.
+"""The integration stack: DynamoDB Local (tests/conftest.py), the fake worker, and Parley under uvicorn.
 
 Everything is session-scoped and started once; `worker.reset()` runs before every test so each
 test sees an empty script queue and an empty request log.
@@ -15,7 +15,7 @@ import pytest
 from parley.io.routes import Route, Timeouts, Worker
 from parley.settings import Settings
 from tests.fakeworker import FakeWorker
-from tests.stack import RunningParley, embedded_dynamodb, free_port, parley_stack
+from tests.stack import RunningParley, free_port, parley_stack
 
 from .helpers import (
     DOWN_MODEL,
@@ -28,12 +28,6 @@ from .helpers import (
 
 # No test may hang for long: a stuck worker fails the test instead.
 SAFETY_NET = Timeouts(connect=5.0, first_byte=20.0, idle=20.0, buffered=20.0)
-
-
-@pytest.fixture(scope="session")
-def dynamodb() -> Iterator[object]:
-    with embedded_dynamodb() as client:
-        yield client
 
 
 @pytest.fixture(scope="session")

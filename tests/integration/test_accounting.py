@@ -73,13 +73,16 @@ def same_minute(needed_seconds: float = 5.0) -> None:
         time.sleep(60 - into + 0.2)
 
 
-def wait_for_record(parley: Any, request_id: str, seconds: float = 5.0) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
+def wait_for_record(parley: Any, request_id: str, safety_net_seconds: float = 30.0) -> dict[str, Any]:
+    """The request's usage record, once the request has ended on the server (an abandoned stream
+    ends when the server notices) and the metering loop has metered it."""
+    deadline = time.monotonic() + safety_net_seconds
     while True:
+        assert parley.services.metered(), "the metering loop did not catch up"
         record = parley.services.usage.record_of(request_id)
-        if record is not None or time.monotonic() > deadline:
-            assert record is not None, f"no usage record for {request_id} after {seconds}s"
+        if record is not None:
             return record
+        assert time.monotonic() < deadline, f"no usage record for {request_id}: its usage was lost"
         time.sleep(0.05)
 
 
@@ -104,8 +107,7 @@ def test_buffered_request_is_recorded_once_with_its_cost(parley, worker, raw, pr
     assert (body["usage"]["input_tokens"], body["usage"]["output_tokens"]) == (1234, 567)
     request_id = response.headers["request-id"]
 
-    usage = parley.services.usage.record_of(request_id)
-    assert usage is not None, "metering completes before the response's last byte"
+    usage = wait_for_record(parley, request_id)
     assert usage["request_id"] == request_id
     assert usage["key_id"] == record.key_id
     assert usage["account"] == account
@@ -320,6 +322,7 @@ def test_key_holders_read_their_own_usage(parley, worker, raw):
     worker.enqueue(Answer(text="not mine", prompt_tokens=500, completion_tokens=500))
     for client in (raw(key), raw(key), raw(other_key)):
         assert client.post("/v1/messages", json=request()).status_code == 200
+    assert parley.services.metered()
 
     totals = raw(key).get("/v1/usage").json()
     assert totals["key_id"] == record.key_id and totals["account"] == record.account
@@ -339,6 +342,7 @@ def test_operators_export_usage_as_csv_and_json(parley, worker, raw, dynamodb, c
     key, _ = new_key(parley, account)
     worker.enqueue(Answer(text="metered", prompt_tokens=7, completion_tokens=4))
     assert raw(key).post("/v1/messages", json=request()).status_code == 200
+    assert parley.services.metered()
     settings = parley.services.settings
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.meta.endpoint_url)
     for role, name in settings.table_names.items():
@@ -352,3 +356,38 @@ def test_operators_export_usage_as_csv_and_json(parley, worker, raw, dynamodb, c
     assert main(["usage", "--account", account, "--by-model", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert (row["account"], row["model"], row["requests"], row["output_tokens"]) == (account, MODEL, 1, 4)
+
+
+# -- the model a request is metered under -------------------------------------------------------
+
+
+def test_usage_is_metered_under_the_routes_name_whatever_alias_the_client_sent(parley, worker, raw):
+    key, record = new_key(parley)
+    spellings = ["claude-sonnet-4-5", "claude-opus-4-1-20250805", "claude-" + "x" * 240]
+    for spelling in spellings:
+        worker.enqueue(Answer(text="aliased", prompt_tokens=10, completion_tokens=2))
+        response = raw(key).post("/v1/messages", json=request(model=spelling))
+        assert response.status_code == 200, response.text
+        assert response.json()["model"] == spelling, "the client sees the name it asked for"
+        usage = wait_for_record(parley, response.headers["request-id"])
+        assert (usage["model"], usage["requested_model"]) == (MODEL, spelling)
+    day = day_of(time.time())
+    by_model = [row for row in parley.services.usage.aggregates(f"key#{record.key_id}", day, day) if row["model"]]
+    assert [(row["model"], row["requests"]) for row in by_model] == [(MODEL, 3)], "one model, one aggregate"
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/chat/completions"])
+def test_a_model_name_over_the_limit_is_a_clear_400_not_an_unmetered_answer(parley, worker, raw, path):
+    """A ~1,100-character name matching claude-* used to be answered 200 and never metered (the
+    aggregate's sort key passed DynamoDB's 1,024-byte limit and the transaction failed)."""
+    key, record = new_key(parley)
+    model = "claude-" + "x" * 1_100
+    body = request(model=model) if path == "/v1/messages" else {"model": model, "messages": HELLO}
+    response = raw(key).post(path, json=body)
+    if path == "/v1/messages":
+        message = assert_error(response, 400, "invalid_request_error")
+    else:  # OpenAI's error envelope on the OpenAI endpoint
+        assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+        message = response.json()["error"]["message"]
+    assert message.startswith("model:") and "256" in message
+    assert not worker.requests

@@ -1,30 +1,35 @@
-"""Exactly-once metering on DynamoDB (moto): aggregates always equal the sum of the records."""
+"""Exactly-once metering on DynamoDB Local: aggregates always equal the sum of the records, whether
+events come one at a time or in batches, concurrently, replayed, throttled, or with lost answers;
+and one event DynamoDB refuses never costs the others of its batch."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from parley.core.metering import UsageEvent, day_of
 from parley.io.tables import create_tables
-from parley.io.usage import UsageStore
+from parley.io.usage import MAX_TRANSACTION_ITEMS, UsageStore
+from tests.dynamodb_faults import DynamoDBFaults
+from tests.stack import dynamodb_client
 
-# moto's transactions copy the whole table, so their cost grows with it: 1,000 take minutes here.
-CONCURRENT_REQUESTS = 200
+CONCURRENT_REQUESTS = 1_000
 
 
 @pytest.fixture
 def tables(dynamodb, request) -> tuple[str, str]:
-    """Fresh tables per test: moto copies a whole table on every transaction item."""
     names = {"usage": f"usage-{request.node.name[:40]}", "usage_records": f"records-{request.node.name[:40]}"}
     create_tables(dynamodb, names)
     return names["usage"], names["usage_records"]
+
+
+@pytest.fixture
+def faults(dynamodb) -> DynamoDBFaults:
+    return DynamoDBFaults(dynamodb_client(dynamodb.meta.endpoint_url))
 
 
 def event(number: int, key: str, account: str = "acme", model: str = "qwen3-8b") -> UsageEvent:
@@ -60,83 +65,82 @@ def expected(events: list[UsageEvent]) -> dict[str, int]:
     }
 
 
-class OneTransactionAtATime:
-    """moto applies a transaction by copying the table and restoring the copy on failure, so two
-    concurrent transactions can erase each other (DynamoDB itself isolates them). This lets the
-    callers run concurrently while moto sees one transaction at a time."""
+def test_concurrent_writers_count_each_request_once(dynamodb, tables):
+    store = UsageStore(dynamodb, *tables)
+    events = [event(number, f"key_c{number % 4}") for number in range(CONCURRENT_REQUESTS)]
+    batches = [events[start : start + 25] for start in range(0, len(events), 25)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(store.record_batch, batches))
+    assert sum(len(result.recorded) for result in results) == CONCURRENT_REQUESTS
+    for key in range(4):
+        assert totals(store, f"key#key_c{key}") == expected([e for e in events if e.key_id == f"key_c{key}"])
+    assert totals(store, "account#acme") == expected(events)
 
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._lock = threading.Lock()
-
-    def transact_write_items(self, **kwargs: Any) -> Any:
-        with self._lock:
-            return self._client.transact_write_items(**kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-
-def test_concurrent_requests_are_each_counted_once(dynamodb, tables):
-    store = UsageStore(OneTransactionAtATime(dynamodb), *tables)
-    events = [event(number, "key_concurrent") for number in range(CONCURRENT_REQUESTS)]
-    with ThreadPoolExecutor(16) as pool:
-        written = list(pool.map(store.record, events))
-    assert all(written)
-    assert totals(store, "key#key_concurrent") == expected(events)
-    assert totals(store, "account#acme")["requests"] >= CONCURRENT_REQUESTS
-    per_model = [
-        row for row in store.aggregates("key#key_concurrent", day_of(time.time()), day_of(time.time())) if row["model"]
-    ]
-    assert [(row["model"], row["requests"]) for row in per_model] == [("qwen3-8b", CONCURRENT_REQUESTS)]
-
-    with ThreadPoolExecutor(16) as pool:
-        replayed = list(pool.map(store.record, events))
-    assert not any(replayed), "a replayed request must not be counted again"
-    assert totals(store, "key#key_concurrent") == expected(events)
+    # the same events again, in other batches and from other writers at once: nothing counts twice
+    reshuffled = random.Random(7).sample(events, len(events))
+    with ThreadPoolExecutor(8) as pool:
+        replays = list(pool.map(store.record_batch, [reshuffled[start::8] for start in range(8)]))
+    assert sum(len(result.already_recorded) for result in replays) == CONCURRENT_REQUESTS
+    assert not any(result.recorded for result in replays)
+    assert totals(store, "account#acme") == expected(events)
 
 
-class FlakyDynamoDB:
-    """A real client, except that transactions fail the way DynamoDB fails under load."""
-
-    def __init__(self, client: Any, throttles: int = 0, lose_acknowledgement: bool = False) -> None:
-        self._client = client
-        self.throttles = throttles
-        self.lose_acknowledgement = lose_acknowledgement
-        self.calls = 0
-
-    def transact_write_items(self, **kwargs: Any) -> Any:
-        self.calls += 1
-        if self.throttles:
-            self.throttles -= 1
-            raise ClientError(
-                {"Error": {"Code": "TransactionCanceledException", "Message": "Throttled"},
-                 "CancellationReasons": [{"Code": "ThrottlingError"}, {"Code": "None"}]},
-                "TransactWriteItems",
-            )  # fmt: skip
-        answer = self._client.transact_write_items(**kwargs)
-        if self.lose_acknowledgement:
-            self.lose_acknowledgement = False
-            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "timed out"}}, "TransactWriteItems")
-        return answer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
+def test_a_batch_is_split_into_transactions_that_fit(dynamodb, tables):
+    store = UsageStore(dynamodb, *tables)
+    events = [event(number, f"key_w{number}", account=f"acct-{number}") for number in range(60)]  # 7 rows each
+    calls: list[int] = []
+    dynamodb.meta.events.register(
+        "before-parameter-build.dynamodb.TransactWriteItems",
+        lambda params, **_: calls.append(len(params["TransactItems"])),
+    )
+    try:
+        result = store.record_batch(events)
+    finally:
+        dynamodb.meta.events.unregister("before-parameter-build.dynamodb.TransactWriteItems")
+    assert len(result.recorded) == 60
+    assert all(size <= MAX_TRANSACTION_ITEMS for size in calls) and len(calls) >= 5, calls
 
 
-def test_throttled_writes_are_retried_until_they_land(dynamodb, tables):
-    flaky = FlakyDynamoDB(dynamodb, throttles=3)
-    store = UsageStore(flaky, *tables)
+def test_records_already_written_are_dropped_from_a_batch_and_the_rest_written(dynamodb, tables):
+    store = UsageStore(dynamodb, *tables)
+    events = [event(number, "key_mixed") for number in range(10)]
+    assert store.record_batch(events[:4]).recorded
+    result = store.record_batch(events + events[:2])  # old, new, and duplicates within the batch
+    assert sorted(result.already_recorded) == sorted(
+        [e.request_id for e in events[:4]] + [e.request_id for e in events[:2]]
+    )
+    assert sorted(result.recorded) == sorted(e.request_id for e in events[4:])
+    assert totals(store, "key#key_mixed") == expected(events)
+
+
+def test_throttled_writes_are_retried_until_they_land(faults, tables):
+    store = UsageStore(faults.client, *tables)
     events = [event(number, "key_throttled") for number in range(5)]
-    assert all(store.record(e) for e in events)
-    assert flaky.calls == 8
+    faults.throttle("TransactWriteItems", 3)
+    faults.server_error("TransactWriteItems", 2)
+    assert len(store.record_batch(events).recorded) == 5
+    assert faults.injected == {"throttle": 3, "server": 2}
     assert totals(store, "key#key_throttled") == expected(events)
 
 
-def test_a_write_whose_answer_was_lost_is_not_counted_twice_on_retry(dynamodb, tables):
-    flaky = FlakyDynamoDB(dynamodb, lose_acknowledgement=True)
-    store = UsageStore(flaky, *tables)
+def test_a_write_whose_answer_was_lost_is_not_counted_twice_on_retry(faults, tables):
+    store = UsageStore(faults.client, *tables)
     events = [event(number, "key_lost_ack") for number in range(3)]
-    assert [store.record(e) for e in events] == [False, True, True]  # the first landed; its retry found it
-    assert flaky.calls == 4
+    faults.lose_acknowledgement("TransactWriteItems")
+    result = store.record_batch(events)
+    assert faults.injected["lost"] == 1
+    assert len(result.recorded) + len(result.already_recorded) == 3 and not result.refused
     assert totals(store, "key#key_lost_ack") == expected(events)
+
+
+def test_an_event_dynamodb_refuses_is_isolated_and_the_others_are_written(dynamodb, tables):
+    store = UsageStore(dynamodb, *tables)
+    good = [event(number, "key_isolate") for number in range(6)]
+    # a sort key over DynamoDB's 1,024-byte limit: the whole transaction is cancelled
+    bad = dataclasses.replace(event(99, "key_isolate"), model="m" * 1_100)
+    result = store.record_batch([*good[:3], bad, *good[3:]])
+    assert [refused.request_id for refused, _ in result.refused] == [bad.request_id]
+    assert "ValidationError" in result.refused[0][1]
+    assert sorted(result.recorded) == sorted(e.request_id for e in good)
+    assert totals(store, "key#key_isolate") == expected(good)
+    assert store.record_of(bad.request_id) is None

@@ -1,5 +1,7 @@
 """Metering through the log, as the Lambda functions do it: no DynamoDB write the client waits
-for, one usage line per request, and the metering function writing each exactly once."""
+for, one usage line per request, and the metering function writing each exactly once; a line
+that is not a usage event, or an event DynamoDB refuses, is dead-lettered alone and never costs
+the good lines delivered with it."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import anthropic
 import pytest
 
 from parley.core.metering import day_of
-from parley.core.usage_log import USAGE_MARKER
+from parley.core.usage_log import USAGE_MARKER, usage_line
 from parley.io.routes import Route, Timeouts, Worker
 from parley.settings import Settings
 from tests.fakeworker import Answer
+from tests.integration.test_metering_store import event as usage_event
 from tests.stack import RunningParley, parley_stack, tables_named
 from tests.subscription import subscription_event
 
@@ -35,7 +38,7 @@ def metering_function():
 def stack(dynamodb, worker) -> Iterator[RunningParley]:
     settings = Settings(
         **tables_named("ulog"),
-        meter_via_log=True,
+        usage_log="stdout",
     )
     route = Route(model=MODEL, workers=(Worker(base_url=worker.base_url, model=WORKER_MODEL),), timeouts=Timeouts())
     with parley_stack(dynamodb, settings, [route], account="ulog") as running:
@@ -59,9 +62,13 @@ def test_usage_goes_to_the_log_and_the_metering_function_writes_it_once(stack, w
     assert all(usage.record_of(request_id) is None for request_id in ids), "the API itself wrote no usage"
 
     handler = metering_function()
+    dead_letters = KeptLetters()
     delivery = subscription_event(["START RequestId: x", *lines, "END RequestId: x"])
-    assert handler(delivery, store=usage) == {"recorded": 2, "already_recorded": 0}
-    assert handler(delivery, store=usage) == {"recorded": 0, "already_recorded": 2}, "a redelivery counts nothing"
+    assert handler(delivery, store=usage, dead_letters=dead_letters) == {
+        "recorded": 2, "already_recorded": 0, "dead_letters": 0, "unavailable": 0,
+    }  # fmt: skip
+    again = handler(delivery, store=usage, dead_letters=dead_letters)
+    assert (again["recorded"], again["already_recorded"]) == (0, 2), "a redelivery counts nothing"
     records = [usage.record_of(request_id) for request_id in ids]
     assert [int(record["input_tokens"]) for record in records] == [30, 40]
     assert [int(record["output_tokens"]) for record in records] == [3, 5]
@@ -69,3 +76,40 @@ def test_usage_goes_to_the_log_and_the_metering_function_writes_it_once(stack, w
     today = day_of(time.time())
     [total] = [row for row in usage.aggregates(f"key#{key_id}", today, today) if row["model"] is None]
     assert (total["requests"], total["input_tokens"], total["output_tokens"]) == (2, 70, 8), "counted once"
+
+
+class KeptLetters:
+    def __init__(self) -> None:
+        self.letters: list[tuple[str, str]] = []
+
+    def keep(self, line: str, reason: str) -> None:
+        self.letters.append((line, reason))
+
+
+def test_a_poisoned_delivery_costs_no_good_line(stack, capfd):
+    """GET /v1/PARLEY_USAGE%20x (a 404, no key needed) used to put the marker into a log line; the
+    function parsed it, failed, and the genuine lines of the same delivery were never written."""
+    good = [usage_event(number, "key_poison") for number in range(3)]
+    refused = __import__("dataclasses").replace(usage_event(9, "key_poison"), model="m" * 1_010)  # sort key > 1 KB
+    delivery = subscription_event(
+        [
+            '{"level":"INFO","message":"request","path":"/v1/PARLEY_USAGE x","status":404}',
+            usage_line(good[0]),
+            "PARLEY_USAGE {not json",
+            usage_line(good[1]),
+            'PARLEY_USAGE {"request_id": "req_forged", "input_tokens": -1000}',
+            usage_line(refused),
+            usage_line(good[2]),
+        ]
+    )
+    dead_letters = KeptLetters()
+    report = metering_function()(delivery, store=stack.services.usage, dead_letters=dead_letters)
+    assert (report["recorded"], report["dead_letters"]) == (3, 3), report
+    reasons = [reason for _, reason in dead_letters.letters]
+    assert reasons[0].startswith("malformed: not JSON") and reasons[1].startswith("malformed:")
+    assert reasons[2].startswith("refused:") and refused.request_id in dead_letters.letters[2][0]
+    for line in dead_letters.letters:
+        assert line[0].startswith("PARLEY_USAGE "), "the line itself is kept, for a replay"
+    today = day_of(time.time())
+    [total] = [row for row in stack.services.usage.aggregates("key#key_poison", today, today) if row["model"] is None]
+    assert total["requests"] == 3 and total["input_tokens"] == sum(e.input_tokens for e in good)

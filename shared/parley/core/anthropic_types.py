@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 from .errors import InvalidRequestError
 
 __all__ = [
+    "MAX_MODEL_NAME_LENGTH",
     "Base64ImageSource",
     "Base64PDFSource",
     "ContentBlock",
@@ -38,6 +39,10 @@ __all__ = [
     "parse_count_tokens_request",
     "parse_messages_request",
 ]
+
+# Longer names are refused with a 400: Anthropic's own are under 40 characters, and a name is
+# part of the client's request log and of nothing stored (usage is kept under the route's name).
+MAX_MODEL_NAME_LENGTH = 256
 
 
 class _Model(BaseModel):
@@ -265,7 +270,7 @@ class OutputConfig(_Model):
 
 
 class CountTokensRequest(_Model):
-    model: Annotated[str, Field(min_length=1)]
+    model: Annotated[str, Field(min_length=1, max_length=MAX_MODEL_NAME_LENGTH)]
     messages: Annotated[list[Message], Field(min_length=1)]
     system: (
         Annotated[

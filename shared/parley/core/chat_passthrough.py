@@ -4,6 +4,9 @@ What changes on the way: the request's `model` becomes the worker's, the output 
 clamped, and usage is always asked for (it is metered); the answer's `model` becomes the name
 the client asked for, and the usage-only chunk is dropped if the client did not ask for it. A
 stream cut before its end gets an error chunk and `[DONE]`, as vLLM ends a failed stream.
+
+The worker's `usage` reaches the client only with counts in it (`chat_usage_for_client`), the same
+figures that are metered.
 """
 
 from __future__ import annotations
@@ -12,12 +15,21 @@ from typing import Any
 
 import orjson
 
+from .anthropic_types import MAX_MODEL_NAME_LENGTH
 from .errors import ApiError, InvalidRequestError, ParleyError
 from .request import WorkerProfile, fit_max_tokens
-from .response import usage_to_anthropic
+from .response import reasoning_of, usage_to_anthropic
 from .sse import SSEDecoder
+from .tokens import estimate_text_tokens, worker_token_count, worker_token_count_or
 
-__all__ = ["ChatStreamRelay", "chat_error_body", "chat_request_for_worker", "parse_chat_request"]
+__all__ = [
+    "ChatStreamRelay",
+    "answer_for_client",
+    "chat_error_body",
+    "chat_request_for_worker",
+    "chat_usage_for_client",
+    "parse_chat_request",
+]
 
 _DONE = b"data: [DONE]\n\n"
 PING = b": ping\n\n"
@@ -32,6 +44,8 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
         raise InvalidRequestError("The request body must be a JSON object.")
     if not isinstance(chat.get("model"), str) or not chat["model"]:
         raise InvalidRequestError("model: Field required (a string)")
+    if len(chat["model"]) > MAX_MODEL_NAME_LENGTH:
+        raise InvalidRequestError(f"model: String should have at most {MAX_MODEL_NAME_LENGTH} characters")
     messages = chat.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise InvalidRequestError("messages: a non-empty list of message objects is required")
@@ -60,8 +74,57 @@ def chat_error_body(error: ParleyError) -> dict[str, Any]:
     return {"error": {"message": error.message, "type": error.type, "param": None, "code": error.status}}
 
 
-def answer_for_client(answer: dict[str, Any], model: str) -> dict[str, Any]:
-    return {**answer, "model": model}
+def chat_usage_for_client(usage: Any, prompt_estimate: int, completion_estimate: int) -> dict[str, Any] | None:
+    """The worker's OpenAI usage object with only counts in it, agreeing with `usage_to_anthropic`.
+
+    A prompt or completion figure that is no count becomes the estimate, `total_tokens` is their
+    sum, and in the details a figure that is no count is dropped; cached tokens are at most the
+    prompt, reasoning tokens at most the completion. A usage that is not an object becomes null.
+    """
+    if not isinstance(usage, dict):
+        return None
+    prompt = worker_token_count_or(usage.get("prompt_tokens"), prompt_estimate)
+    completion = worker_token_count_or(usage.get("completion_tokens"), completion_estimate)
+    sanitized = {**usage, "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    for field, capped, most in (
+        ("prompt_tokens_details", "cached_tokens", prompt),
+        ("completion_tokens_details", "reasoning_tokens", completion),
+    ):
+        if field in usage:
+            sanitized[field] = _details_for_client(usage[field], capped, most)
+    return sanitized
+
+
+def _details_for_client(details: Any, capped: str, most: int) -> dict[str, Any] | None:
+    if not isinstance(details, dict):
+        return None
+    counts = {name: worker_token_count(value) for name, value in details.items()}
+    kept = {name: count for name, count in counts.items() if count is not None}
+    if capped in kept:
+        kept[capped] = min(kept[capped], most)
+    return kept
+
+
+def _completion_estimate(answer: dict[str, Any]) -> int:
+    """Output tokens estimated from the first choice's text, reasoning and tool arguments."""
+    choices = answer.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    parts = [message["content"]] if isinstance(message.get("content"), str) else []
+    parts.append(reasoning_of(message) or "")
+    for call in message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            parts.append(function["arguments"])
+    return estimate_text_tokens("".join(parts))
+
+
+def answer_for_client(answer: dict[str, Any], model: str, prompt_estimate: int = 0) -> dict[str, Any]:
+    """The worker's answer under the client's model name, its usage checked (`chat_usage_for_client`)."""
+    client_answer = {**answer, "model": model}
+    if "usage" in answer:
+        client_answer["usage"] = chat_usage_for_client(answer["usage"], prompt_estimate, _completion_estimate(answer))
+    return client_answer
 
 
 class ChatStreamRelay:
@@ -76,8 +139,12 @@ class ChatStreamRelay:
         self.finished = False
 
     @property
+    def _output_estimate(self) -> int:
+        return -(-self._output_chars // 4)
+
+    @property
     def usage(self) -> dict[str, int]:
-        return usage_to_anthropic(self._worker_usage, self._prompt_estimate, -(-self._output_chars // 4))
+        return usage_to_anthropic(self._worker_usage, self._prompt_estimate, self._output_estimate)
 
     def feed(self, data: bytes) -> bytes:
         try:
@@ -115,7 +182,7 @@ class ChatStreamRelay:
             return self.fail(ApiError("The worker sent a stream chunk that is not a JSON object."))
         if isinstance(chunk.get("usage"), dict):
             self._worker_usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
+        for choice in chunk.get("choices") if isinstance(chunk.get("choices"), list) else ():
             if isinstance(choice, dict):
                 delta = choice.get("delta")
                 if isinstance(delta, dict) and isinstance(delta.get("content"), str):
@@ -126,6 +193,8 @@ class ChatStreamRelay:
             if not chunk.get("choices") and "usage" in chunk:
                 return b""
             chunk.pop("usage", None)
+        elif "usage" in chunk:
+            chunk["usage"] = chat_usage_for_client(chunk["usage"], self._prompt_estimate, self._output_estimate)
         if "model" in chunk:
             chunk["model"] = self._model
         return b"data: " + orjson.dumps(chunk) + b"\n\n"

@@ -93,7 +93,8 @@ def month_of(epoch_seconds: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class UsageEvent:
-    """One request's usage: what is metered, exactly once, keyed by the request id."""
+    """One request's usage: what is metered, exactly once, keyed by the request id. `model` is the
+    route's public name (aggregates are kept under it, whatever alias the client sent)."""
 
     request_id: str
     at: float
@@ -111,6 +112,7 @@ class UsageEvent:
     time_to_first_token_ms: float | None = None
     error_type: str | None = None
     client_disconnected: bool = False
+    requested_model: str | None = None  # the client's spelling, when it is not the route's name
 
     def aggregate_keys(self) -> list[tuple[str, str]]:
         """(partition, sort) of every aggregate this event adds to. Per key and per account: the day,

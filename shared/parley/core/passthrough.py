@@ -4,6 +4,10 @@ What changes on the way: the request's `model` becomes the worker's and `max_tok
 clamped; the answer's `model` becomes the name the client asked for. Every event of a stream
 is forwarded in order; the relay only watches usage (for metering) and the end of the stream
 (a stream cut before `message_stop` ends with an `error` event, as a translated one does).
+
+Usage is the exception to "as it came": a figure of the worker's that is no count
+(`worker_token_count`) is replaced, in what the client sees and what is metered alike, by
+Parley's figure: the worker's last count, else the estimate.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from .request import WorkerProfile, fit_max_tokens
 from .response import AnswerContext, message_shell
 from .sse import SSEDecoder
 from .stream import PING, Event
+from .tokens import estimate_text_tokens, worker_token_count_or
 
 __all__ = ["AnthropicStreamRelay", "anthropic_request_for_worker", "message_from_worker", "usage_of_message"]
 
 _USAGE_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+_CACHE_CREATION_FIELDS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
 
 
 def anthropic_request_for_worker(body: dict[str, Any], worker: WorkerProfile) -> dict[str, Any]:
@@ -32,15 +38,51 @@ def anthropic_request_for_worker(body: dict[str, Any], worker: WorkerProfile) ->
 
 
 def _usage(fields: Any, into: dict[str, int]) -> None:
+    """The worker's figures that are counts replace those in `into`; the others leave them be."""
     if isinstance(fields, dict):
         for name in _USAGE_FIELDS:
-            if isinstance(fields.get(name), int):
-                into[name] = fields[name]
+            into[name] = worker_token_count_or(fields.get(name), into[name])
+
+
+def _usage_for_client(fields: Any, figures: dict[str, int]) -> dict[str, Any]:
+    """The worker's usage object, each of its figures replaced by Parley's (`figures`, taken from it
+    by `_usage`: the same number where the worker's is a count). Not an object: Parley's figures."""
+    if not isinstance(fields, dict):
+        return dict(figures)
+    usage = {**fields, **{name: figures[name] for name in _USAGE_FIELDS if name in fields}}
+    if "cache_creation" in fields:
+        usage["cache_creation"] = _cache_creation_for_client(fields["cache_creation"])
+    return usage
+
+
+def _cache_creation_for_client(fields: Any) -> dict[str, Any] | None:
+    """The breakdown of cache writes by lifetime; a figure in it that is no count becomes 0."""
+    if not isinstance(fields, dict):
+        return None
+    counts = {name: worker_token_count_or(fields[name], 0) for name in _CACHE_CREATION_FIELDS if name in fields}
+    return {**fields, **counts}
+
+
+def _output_estimate(content: Any) -> int:
+    """Output tokens estimated from the text, thinking and tool input of a message's content."""
+    parts: list[str] = []
+    for block in content if isinstance(content, list) else ():
+        if not isinstance(block, dict):
+            continue
+        parts += (block[field] for field in ("text", "thinking") if isinstance(block.get(field), str))
+        if block.get("type") == "tool_use":
+            try:
+                parts.append(orjson.dumps(block.get("input")).decode())
+            except orjson.JSONEncodeError:
+                pass
+    return estimate_text_tokens("".join(parts))
 
 
 def usage_of_message(message: dict[str, Any], input_estimate: int) -> dict[str, int]:
+    """What is metered for a worker's message: its figures that are counts, else estimates."""
     usage = {name: 0 for name in _USAGE_FIELDS}
     usage["input_tokens"] = input_estimate
+    usage["output_tokens"] = _output_estimate(message.get("content"))
     _usage(message.get("usage"), usage)
     return usage
 
@@ -48,7 +90,11 @@ def usage_of_message(message: dict[str, Any], input_estimate: int) -> dict[str, 
 def message_from_worker(message: dict[str, Any], context: AnswerContext) -> dict[str, Any]:
     if message.get("type") != "message" or not isinstance(message.get("content"), list):
         raise ApiError("The worker's answer is not an Anthropic message.")
-    return {**message, "model": context.model}
+    answer = {**message, "model": context.model}
+    if "usage" in message:
+        figures = usage_of_message(message, context.input_tokens_estimate)
+        answer["usage"] = _usage_for_client(message["usage"], figures)
+    return answer
 
 
 class AnthropicStreamRelay:
@@ -64,7 +110,7 @@ class AnthropicStreamRelay:
         self._started = started
         self.finished = False
         self.usage: dict[str, int] = usage_of_message({}, context.input_tokens_estimate)
-        self.usage["output_tokens"] = 0
+        self._output_bytes = 0
 
     def ping(self) -> list[Event]:
         if self.finished:
@@ -118,9 +164,24 @@ class AnthropicStreamRelay:
             if self._started:
                 return []
             self._started = True
-            return [(kind, {**event, "message": {**message, "model": self._context.model}})]
-        if kind == "message_delta":
+            message = {**message, "model": self._context.model}
+            if "usage" in message:
+                message["usage"] = _usage_for_client(message["usage"], self.usage)
+            return [(kind, {**event, "message": message})]
+        if kind == "content_block_delta":
+            self._count_output(event.get("delta"))
+        elif kind == "message_delta":
+            # The worker's output_tokens, if it is a count, replaces the estimate of what streamed.
+            self.usage["output_tokens"] = max(self.usage["output_tokens"], -(-self._output_bytes // 4))
             _usage(event.get("usage"), self.usage)
+            if "usage" in event:
+                event = {**event, "usage": _usage_for_client(event["usage"], self.usage)}
         elif kind in ("message_stop", "error"):
             self.finished = True
         return [(kind, event)]
+
+    def _count_output(self, delta: Any) -> None:
+        if isinstance(delta, dict):
+            for field in ("text", "thinking", "partial_json"):
+                if isinstance(delta.get(field), str):
+                    self._output_bytes += len(delta[field].encode())

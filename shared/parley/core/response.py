@@ -9,7 +9,7 @@ import orjson
 
 from .errors import ApiError
 from .ids import is_valid_tool_id, new_tool_use_id
-from .tokens import estimate_text_tokens
+from .tokens import estimate_text_tokens, worker_token_count_or
 
 NAMELESS_TOOL_CALL = "The worker sent a tool call without a function name."
 
@@ -63,19 +63,20 @@ def finish_to_stop_reason(
     return StopReason("end_turn")
 
 
-def usage_to_anthropic(usage: dict[str, Any] | None, input_estimate: int, output_estimate: int) -> dict[str, int]:
-    """Anthropic counts cached prompt tokens apart from input_tokens; OpenAI counts them inside."""
+def usage_to_anthropic(usage: Any, input_estimate: int, output_estimate: int) -> dict[str, int]:
+    """Anthropic counts cached prompt tokens apart from input_tokens; OpenAI counts them inside.
+
+    A figure the worker gave that is no count (`worker_token_count`) is absent: the estimate stands.
+    """
     prompt_tokens = input_estimate
     output_tokens = output_estimate
     cached = 0
-    if usage:
-        if isinstance(usage.get("prompt_tokens"), int):
-            prompt_tokens = usage["prompt_tokens"]
-        if isinstance(usage.get("completion_tokens"), int):
-            output_tokens = usage["completion_tokens"]
+    if isinstance(usage, dict):
+        prompt_tokens = worker_token_count_or(usage.get("prompt_tokens"), input_estimate)
+        output_tokens = worker_token_count_or(usage.get("completion_tokens"), output_estimate)
         details = usage.get("prompt_tokens_details")
-        if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
-            cached = min(details["cached_tokens"], prompt_tokens)
+        if isinstance(details, dict):
+            cached = min(worker_token_count_or(details.get("cached_tokens"), 0), prompt_tokens)
     return {
         "input_tokens": prompt_tokens - cached,
         "cache_creation_input_tokens": 0,

@@ -33,6 +33,7 @@ from .response import (
     usage_to_anthropic,
 )
 from .sse import SSEDecoder
+from .tokens import worker_token_count
 
 __all__ = ["ChatToMessagesStream", "Event", "WorkerSSETranslator"]
 
@@ -92,8 +93,9 @@ class ChatToMessagesStream:
         return self._started
 
     def use_input_tokens(self, count: int) -> None:
-        """The prompt's exact size (from the worker's tokenizer), if message_start is not sent yet."""
-        if not self._started:
+        """The prompt's exact size (from the worker's tokenizer), if message_start is not sent yet
+        and the worker's figure is a count."""
+        if not self._started and worker_token_count(count) is not None:
             self._context = replace(self._context, input_tokens_estimate=count)
 
     def ping(self) -> list[Event]:

@@ -2,7 +2,9 @@
 
 The estimate is the serialized prompt's UTF-8 length divided by four (about right for English
 and code with the tokenizers of common open models), plus a fixed cost per image. The worker's
-own count replaces it as soon as the worker reports usage.
+own count replaces it as soon as the worker reports usage, if that count is one
+(`worker_token_count`): a figure that is not an int from 0 to MAX_WORKER_TOKENS is no count, and
+the estimate stands.
 """
 
 from __future__ import annotations
@@ -11,9 +13,18 @@ from typing import Any
 
 import orjson
 
-__all__ = ["IMAGE_TOKENS", "estimate_prompt_tokens", "estimate_text_tokens"]
+__all__ = [
+    "IMAGE_TOKENS",
+    "MAX_WORKER_TOKENS",
+    "estimate_prompt_tokens",
+    "estimate_text_tokens",
+    "worker_token_count",
+    "worker_token_count_or",
+]
 
 IMAGE_TOKENS = 1000
+MAX_WORKER_TOKENS = 100_000_000
+"""The most tokens Parley believes a worker used for one answer (its prompt, or its output)."""
 _BYTES_PER_TOKEN = 4
 
 
@@ -40,3 +51,18 @@ def estimate_prompt_tokens(messages: list[dict[str, Any]], tools: list[dict[str,
     if tools:
         size += len(orjson.dumps(tools))
     return max(1, -(-size // _BYTES_PER_TOKEN) + images * IMAGE_TOKENS)
+
+
+def worker_token_count(value: Any) -> int | None:
+    """A token figure from a worker's usage, or None when it is no count (then it counts as absent).
+
+    Only an int from 0 to MAX_WORKER_TOKENS: not a bool, a float (orjson reads integers past 64
+    bits as floats), a string, or a negative number, which would credit the key's metered totals.
+    """
+    return value if type(value) is int and 0 <= value <= MAX_WORKER_TOKENS else None
+
+
+def worker_token_count_or(value: Any, fallback: int) -> int:
+    """The worker's figure if it is a count, else `fallback` (Parley's estimate, or its last count)."""
+    count = worker_token_count(value)
+    return fallback if count is None else count

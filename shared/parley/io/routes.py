@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import orjson
 
+from ..core.anthropic_types import MAX_MODEL_NAME_LENGTH
 from ..core.metering import Prices
 from ..core.request import WorkerProfile
 from .expiring import ExpiringCache
@@ -146,6 +147,8 @@ class RouteStore:
         self._cache: ExpiringCache[tuple[Route, ...]] = ExpiringCache(cache_seconds)
 
     def put(self, route: Route) -> None:
+        if not 0 < len(route.model) <= MAX_MODEL_NAME_LENGTH:
+            raise ValueError(f"a route's model name must have 1 to {MAX_MODEL_NAME_LENGTH} characters")
         item: dict[str, Any] = {
             "model": {"S": route_key(route.model, route.account)},
             "public_model": {"S": route.model},

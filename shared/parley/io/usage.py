@@ -1,27 +1,33 @@
 """Usage metering on DynamoDB: every request recorded exactly once, with its aggregates.
 
-One transaction puts the raw record under the request id (only if absent) into the records
-table and adds to the aggregates in the usage table, so the aggregates always equal the sum of
-the records. A retry of the same request is idempotent twice over: DynamoDB's
-ClientRequestToken (the request id) for ten minutes, and the raw record's condition forever
-after. Raw records expire (TTL); aggregates are kept.
+A batch of usage events is written in as few transactions as fit: each puts the events' raw
+records under their request ids (only if absent) into the records table and adds their summed
+counters to the aggregate rows they touch in the usage table, so the aggregates always equal the
+sum of the records. Each raw record's condition makes any retry or replay safe (a write whose
+answer was lost, a redelivery, a replay of dead letters): a record already there is dropped from
+its batch and the rest is written, and the report says which were already recorded. (No
+ClientRequestToken: within its ten minutes DynamoDB answers a replay as a success, which would
+report events written twice as written.) A batch DynamoDB refuses
+for a reason that is not transient is split until the event at fault stands alone, so one bad
+event never costs a good one. Raw records expire (TTL); aggregates are kept.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.metering import UsageEvent, month_of, usd
 from .expiring import ExpiringCache
 
-__all__ = ["MeteringError", "UsageStore", "public_row"]
+__all__ = ["BatchResult", "MeteringError", "UsageStore", "public_row"]
 
 RAW_RECORD_DAYS = 90
+MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit for one TransactWriteItems
 _RETRYABLE = {
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
@@ -33,6 +39,7 @@ _RETRYABLE = {
 }
 _TRANSIENT_REASONS = {"None", "", "ThrottlingError", "TransactionConflict", "ProvisionedThroughputExceeded"}
 _COUNTERS = ("requests", "errors", "input_tokens", "output_tokens", "cache_read_input_tokens", "cost_micros")
+_ADD = "ADD " + ", ".join(f"{name} :{name}" for name in _COUNTERS)
 
 
 def public_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +58,16 @@ def public_row(row: dict[str, Any]) -> dict[str, Any]:
 
 class MeteringError(Exception):
     """Usage could not be written after every retry."""
+
+
+@dataclass
+class BatchResult:
+    """What became of each event of a batch, by request id."""
+
+    recorded: list[str] = field(default_factory=list)
+    already_recorded: list[str] = field(default_factory=list)
+    refused: list[tuple[UsageEvent, str]] = field(default_factory=list)  # not transient: kept for replay
+    unavailable: list[UsageEvent] = field(default_factory=list)  # still failing after every retry
 
 
 def _number(value: float | int) -> dict[str, str]:
@@ -72,19 +89,45 @@ def _raw_item(event: UsageEvent) -> dict[str, Any]:
     return item
 
 
-def _increments(event: UsageEvent) -> dict[str, dict[str, str]]:
-    return {
-        ":requests": _number(1),
-        ":errors": _number(1 if event.error_type else 0),
-        ":input_tokens": _number(event.input_tokens),
-        ":output_tokens": _number(event.output_tokens),
-        ":cache_read_input_tokens": _number(event.cache_read_input_tokens),
-        ":cost_micros": _number(event.cost_micros),
-    }
+def _counters(event: UsageEvent) -> tuple[int, ...]:
+    return (
+        1,
+        1 if event.error_type else 0,
+        event.input_tokens,
+        event.output_tokens,
+        event.cache_read_input_tokens,
+        event.cost_micros,
+    )
+
+
+def _aggregates(events: Iterable[UsageEvent]) -> dict[tuple[str, str], list[int]]:
+    """Each aggregate row the events add to → the summed counters."""
+    rows: dict[tuple[str, str], list[int]] = {}
+    for event in events:
+        counters = _counters(event)
+        for row_key in event.aggregate_keys():
+            row = rows.get(row_key)
+            if row is None:
+                rows[row_key] = list(counters)
+            else:
+                for index, value in enumerate(counters):
+                    row[index] += value
+    return rows
 
 
 def _cancellation_codes(error: ClientError) -> list[str]:
-    return [reason.get("Code", "") for reason in error.response.get("CancellationReasons", [])]
+    return [reason.get("Code", "") or "None" for reason in error.response.get("CancellationReasons", [])]
+
+
+def _error_code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def _transient(error: ClientError) -> bool:
+    code = _error_code(error)
+    if code == "TransactionCanceledException":
+        return set(_cancellation_codes(error)) <= _TRANSIENT_REASONS
+    return code in _RETRYABLE or error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
 
 
 class UsageStore:
@@ -103,8 +146,42 @@ class UsageStore:
         self._spend: ExpiringCache[int] = ExpiringCache(spend_cache_seconds)
 
     def record(self, event: UsageEvent) -> bool:
-        """Write the event and its aggregates; False when it was already recorded."""
-        add = "ADD " + ", ".join(f"{name} :{name}" for name in _COUNTERS)
+        """Write one event and its aggregates; False when it was already recorded."""
+        result = self.record_batch([event])
+        if result.refused or result.unavailable:
+            reason = result.refused[0][1] if result.refused else "DynamoDB kept failing"
+            raise MeteringError(f"usage for {event.request_id} was not written: {reason}")
+        return bool(result.recorded)
+
+    def record_batch(self, events: Iterable[UsageEvent]) -> BatchResult:
+        """Write every event exactly once, in as few transactions as fit."""
+        result = BatchResult()
+        unique: dict[str, UsageEvent] = {}
+        for event in events:
+            if event.request_id in unique:
+                result.already_recorded.append(event.request_id)
+            else:
+                unique[event.request_id] = event
+        for chunk in self._chunks(list(unique.values())):
+            self._write(chunk, result)
+        return result
+
+    @staticmethod
+    def _chunks(events: list[UsageEvent]) -> Iterable[list[UsageEvent]]:
+        """Runs of events whose records and aggregate rows fit one transaction."""
+        chunk: list[UsageEvent] = []
+        rows: set[tuple[str, str]] = set()
+        for event in events:
+            keys = set(event.aggregate_keys())
+            if chunk and len(chunk) + 1 + len(rows | keys) > MAX_TRANSACTION_ITEMS:
+                yield chunk
+                chunk, rows = [], set()
+            chunk.append(event)
+            rows |= keys
+        if chunk:
+            yield chunk
+
+    def _items(self, events: list[UsageEvent]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = [
             {
                 "Put": {
@@ -113,38 +190,56 @@ class UsageStore:
                     "ConditionExpression": "attribute_not_exists(request_id)",
                 }
             }
+            for event in events
         ]
-        for partition, sort in event.aggregate_keys():
+        for (partition, sort), counters in _aggregates(events).items():
             items.append(
                 {
                     "Update": {
                         "TableName": self._table,
                         "Key": {"pk": {"S": partition}, "sk": {"S": sort}},
-                        "UpdateExpression": add,
-                        "ExpressionAttributeValues": _increments(event),
+                        "UpdateExpression": _ADD,
+                        "ExpressionAttributeValues": {
+                            f":{name}": _number(value) for name, value in zip(_COUNTERS, counters, strict=True)
+                        },
                     }
                 }
             )
-        for attempt in range(self._max_attempts):
+        return items
+
+    def _write(self, events: list[UsageEvent], result: BatchResult) -> None:
+        attempt = 0
+        while events:
             try:
-                self._dynamodb.transact_write_items(TransactItems=items, ClientRequestToken=event.request_id[:36])
-                return True
+                self._dynamodb.transact_write_items(TransactItems=self._items(events))
+                result.recorded.extend(event.request_id for event in events)
+                return
             except ClientError as error:
-                code = error.response.get("Error", {}).get("Code", "")
-                reasons = _cancellation_codes(error) if code == "TransactionCanceledException" else []
-                if reasons and reasons[0] == "ConditionalCheckFailed":
-                    return False
-                if code == "IdempotentParameterMismatchException":
-                    return False
-                server_error = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
-                transient = code in _RETRYABLE or server_error or bool(reasons and set(reasons) <= _TRANSIENT_REASONS)
-                if not transient:
-                    raise MeteringError(f"usage for {event.request_id} was not written: {code}") from error
-            except BotoCoreError as error:
-                if attempt == self._max_attempts - 1:
-                    raise MeteringError(f"usage for {event.request_id} was not written: {error}") from error
+                codes = _cancellation_codes(error) if _error_code(error) == "TransactionCanceledException" else []
+                present = {index for index, code in enumerate(codes[: len(events)]) if code == "ConditionalCheckFailed"}
+                if present:  # nothing was written; write the others without them
+                    result.already_recorded.extend(events[index].request_id for index in sorted(present))
+                    events = [event for index, event in enumerate(events) if index not in present]
+                    continue
+                if not _transient(error):
+                    self._isolate(events, result, f"{_error_code(error)}: {error}"[:500])
+                    return
+            except BotoCoreError:  # no answer: it may have landed; the records' condition makes the retry safe
+                pass
+            attempt += 1
+            if attempt >= self._max_attempts:
+                result.unavailable.extend(events)
+                return
             time.sleep(min(1.0, 0.01 * 2**attempt) * random.uniform(0.2, 1.0))
-        raise MeteringError(f"usage for {event.request_id} was not written after {self._max_attempts} attempts")
+
+    def _isolate(self, events: list[UsageEvent], result: BatchResult, reason: str) -> None:
+        """DynamoDB refused the batch for a reason that is not transient: find the event at fault."""
+        if len(events) == 1:
+            result.refused.append((events[0], reason))
+            return
+        middle = len(events) // 2
+        self._write(events[:middle], result)
+        self._write(events[middle:], result)
 
     def cached_month_spend(self, scope: str, now: float) -> int | object:
         """This month's cached spend of `scope`, or ExpiringCache.MISSING (no I/O)."""

@@ -27,6 +27,7 @@ from ..core.errors import (
     ParleyError,
     worker_error,
 )
+from ..core.tokens import worker_token_count
 from .routes import Timeouts, Worker
 from .secrets import SecretResolver
 
@@ -288,7 +289,7 @@ class WorkerClient:
             count = orjson.loads(answer_body).get("count") if status == 200 else None
         except (WorkerFailure, ParleyError, orjson.JSONDecodeError, AttributeError):
             return None
-        return count if isinstance(count, int) and count >= 0 else None
+        return worker_token_count(count)
 
     async def aclose(self) -> None:
         if self._session is not None:

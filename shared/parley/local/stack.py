@@ -1,8 +1,14 @@
 """`make dev`: Parley on 127.0.0.1 with an embedded DynamoDB, a seeded key and route, and a worker.
 
+The embedded DynamoDB is Amazon's DynamoDB Local (local/dynamodb_local.py) as a child process on a
+free port, its data in PARLEY_DATA_DIR/dynamodb (default .parley/dynamodb), so keys, routes and
+usage survive a restart (`rm -rf .parley` starts afresh); the usage journal is in
+PARLEY_DATA_DIR/usage. Without Java there is no fallback to a mock: it says what to install.
+
 Environment (the local contract in design.md): PARLEY_PORT, PARLEY_DEV_KEY, PARLEY_WORKER_URL,
-PARLEY_WORKER_MODEL, PARLEY_MODEL, PARLEY_WORKER_API_KEY, AWS_ENDPOINT_URL_DYNAMODB; and
-PARLEY_WORKER_MAX_OUTPUT_TOKENS (default 8192) to clamp clients' max_tokens to the worker's limit.
+PARLEY_WORKER_MODEL, PARLEY_MODEL, PARLEY_WORKER_API_KEY, AWS_ENDPOINT_URL_DYNAMODB,
+PARLEY_DATA_DIR; and PARLEY_WORKER_MAX_OUTPUT_TOKENS (default 8192) to clamp clients' max_tokens
+to the worker's limit.
 """
 
 from __future__ import annotations
@@ -10,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import uvicorn
@@ -21,11 +29,12 @@ from ..io.keys import KeyStore
 from ..io.routes import Route, RouteStore, Worker
 from ..io.tables import create_tables
 from ..settings import Settings
+from .dynamodb_local import DynamoDBLocal, DynamoDBLocalUnavailableError, use_local_aws_defaults
 
-__all__ = ["DevStack", "run_dev", "seed"]
+__all__ = ["DevStack", "run_dev", "seed", "start_embedded_dynamodb", "use_local_aws_defaults"]
 
-DYNAMODB_PORT = 8000
 CLAUDE_ALIASES = ("claude-*",)
+DEV_ACCOUNT, DEV_KEY_NAME = "dev", "dev key"
 
 
 def _free_port() -> int:
@@ -34,26 +43,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def use_local_aws_defaults() -> None:
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-
-
-def start_embedded_dynamodb(port: int = DYNAMODB_PORT) -> object:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", port)) == 0:
-            sys.exit(
-                f"parley dev: port {port} is taken; stop what uses it, or set "
-                "AWS_ENDPOINT_URL_DYNAMODB to a DynamoDB you run yourself"
-            )
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = f"http://127.0.0.1:{port}"
-    return server
+def start_embedded_dynamodb(data_dir: Path) -> DynamoDBLocal:
+    """DynamoDB Local with its data in `data_dir`; AWS_ENDPOINT_URL_DYNAMODB points at it."""
+    try:
+        database = DynamoDBLocal(data_dir=data_dir).start()
+    except DynamoDBLocalUnavailableError as error:
+        sys.exit(f"parley dev: the embedded DynamoDB cannot start.\n{error}")
+    os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = database.endpoint_url
+    return database
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,21 +62,36 @@ class DevStack:
 
 
 def seed(dynamodb: object, settings: Settings, worker: Worker, model: str, dev_key: str | None, demo: bool) -> DevStack:
+    """Tables, the dev route and a dev key. The dev keys of earlier runs are revoked: only the
+    printed one works (PARLEY_DEV_KEY keeps one key, and its key id and usage, across restarts)."""
     create_tables(dynamodb, settings.table_names)
     routes = RouteStore(dynamodb, settings.routes_table)
     routes.put(Route(model=model, workers=(worker,), aliases=CLAUDE_ALIASES, display_name=model))
-    key, _ = KeyStore(dynamodb, settings.keys_table).create(account="dev", name="dev key", key=dev_key)
+    keys = KeyStore(dynamodb, settings.keys_table)
+    kept = keys.lookup(dev_key) if dev_key else None
+    if kept is not None and kept.status != "active":
+        kept = None
+    for record in keys.list():
+        if (record.account, record.name, record.status) == (DEV_ACCOUNT, DEV_KEY_NAME, "active") and record != kept:
+            keys.revoke(record.key_id)
+    key = dev_key if kept is not None else keys.create(account=DEV_ACCOUNT, name=DEV_KEY_NAME, key=dev_key)[0]
     return DevStack(key=key, model=model, worker=worker, demo=demo)
 
 
-def banner(stack: DevStack, port: int) -> str:
+def banner(stack: DevStack, port: int, data_dir: Path | None) -> str:
     base = f"http://127.0.0.1:{port}"
     worker = "the built-in DEMO worker (echoes you; not a language model)" if stack.demo else stack.worker.base_url
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
+    data = f"{data_dir}  (kept across restarts; rm -rf it to start afresh)" if data_dir else endpoint
     return f"""
 Parley is running on {base}
   model:   {stack.model}  (also answers any claude-* model name)
   worker:  {worker}
   API key: {stack.key}
+  data:    {data}
+
+The parley CLI (keys, routes, usage) on this stack:
+  AWS_ENDPOINT_URL_DYNAMODB={endpoint} .venv/bin/parley usage --account dev
 
 curl:
   curl {base}/v1/messages -H 'x-api-key: {stack.key}' -H 'anthropic-version: 2023-06-01' \\
@@ -116,8 +128,19 @@ def run_dev() -> None:
     parley_logger = logging.getLogger("parley")
     parley_logger.addHandler(handler)
     parley_logger.setLevel(logging.INFO)
+    data_dir = Path(os.environ.get("PARLEY_DATA_DIR") or ".parley").resolve()
+    os.environ.setdefault("PARLEY_USAGE_LOG", str(data_dir / "usage"))
+    database = None
     if not os.environ.get("AWS_ENDPOINT_URL_DYNAMODB"):
-        start_embedded_dynamodb()
+        database = start_embedded_dynamodb(data_dir / "dynamodb")
+    try:
+        _run_dev(boto3.client("dynamodb"), data_dir if database else None)
+    finally:
+        if database is not None:  # after Parley's shutdown, which meters what its journal holds
+            database.stop()
+
+
+def _run_dev(dynamodb: object, data_dir: Path | None) -> None:
     settings = Settings.from_environment()
     port = int(os.environ.get("PARLEY_PORT", "8080"))
     servers: list[uvicorn.Server] = []
@@ -145,8 +168,11 @@ def run_dev() -> None:
         max_output_tokens=int(os.environ.get("PARLEY_WORKER_MAX_OUTPUT_TOKENS") or 8192),
     )
     model = os.environ.get("PARLEY_MODEL") or worker_model
-    stack = seed(boto3.client("dynamodb"), settings, worker, model, os.environ.get("PARLEY_DEV_KEY"), demo)
+    stack = seed(dynamodb, settings, worker, model, os.environ.get("PARLEY_DEV_KEY"), demo)
     servers.append(uvicorn.Server(uvicorn.Config("parley.web.app:app", host="127.0.0.1", port=port)))
-    print(banner(stack, port), flush=True)
+    print(banner(stack, port, data_dir), flush=True)
+    # Each uvicorn server shuts down gracefully on SIGTERM (Parley's meters what its journal holds)
+    # and raises it again under the handler it found: this one, so that DynamoDB Local stops too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
         runner.run(_serve(servers))

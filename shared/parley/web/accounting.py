@@ -1,19 +1,15 @@
-"""Admission before a worker is called (allowed models, monthly spend, rate limits), and metering
-once the request has ended: exactly once, before the response's last byte in Lambda, or just
-after the response where the process is not frozen when it ends (docs/metering.md)."""
+"""Admission before a worker is called (allowed models, monthly spend, rate limits), and the usage
+event of a request that has ended (metered exactly once from the usage log, docs/metering.md)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sys
 import time
 
 from starlette.requests import Request
 
 from ..core.errors import InvalidRequestError, PermissionDeniedError
 from ..core.metering import MICROS_PER_USD, UsageEvent, cost_micros
-from ..core.usage_log import usage_line
 from ..io.background import refresh_in_background
 from ..io.expiring import ExpiringCache
 from ..io.keys import KeyRecord
@@ -24,7 +20,7 @@ from .dependencies import store_call
 from .middleware import outcome_of
 from .services import Services
 
-__all__ = ["admit", "conclude", "settle", "usage_event", "write"]
+__all__ = ["admit", "conclude", "note_route", "usage_event"]
 
 logger = logging.getLogger("parley.metering")
 
@@ -68,6 +64,14 @@ async def admit(request: Request, services: Services, key: KeyRecord, route: Rou
         request.state.response_headers = rate_limit_headers(allowances[0])
 
 
+def note_route(outcome: RequestOutcome | None, route: Route, requested_model: str) -> None:
+    """Meter the request under the route's public name, whatever alias the client sent (so one
+    model's usage is never split across spellings); the client's spelling stays on the record."""
+    if outcome is not None:
+        outcome.model = route.model
+        outcome.requested_model = requested_model if requested_model != route.model else None
+
+
 def usage_event(outcome: RequestOutcome) -> UsageEvent | None:
     """What is metered: every request that was authenticated and routed, failed ones included."""
     if not (outcome.key_id and outcome.account and outcome.model):
@@ -91,6 +95,7 @@ def usage_event(outcome: RequestOutcome) -> UsageEvent | None:
         time_to_first_token_ms=outcome.time_to_first_token_ms,
         error_type=outcome.error_type,
         client_disconnected=outcome.client_disconnected,
+        requested_model=outcome.requested_model,
     )
 
 
@@ -103,32 +108,3 @@ def conclude(services: Services, outcome: RequestOutcome) -> UsageEvent | None:
         for allowance in outcome.allowances:
             services.limits.note_tokens(allowance, used - outcome.estimated_tokens)
     return event
-
-
-def log_usage(event: UsageEvent | None) -> None:
-    """The usage event as one line on stdout, for the metering function (core.usage_log)."""
-    if event is not None:
-        sys.stdout.write(usage_line(event))
-        sys.stdout.flush()
-
-
-def _write(services: Services, event: UsageEvent) -> None:
-    try:
-        services.usage.record(event)
-    except Exception:  # MeteringError after every retry, or anything unforeseen
-        # The log line carries the whole event, so it can be replayed: usage is never silently lost.
-        logger.exception("metering failed; usage event follows: %s", event)
-    try:
-        services.limits.flush()
-    except Exception:  # the counts stay in memory for the next flush or lease
-        logger.exception("rate-limit token counts not written yet")
-
-
-async def write(services: Services, event: UsageEvent | None) -> None:
-    """Write the usage event and this instance's pending rate-limit token counts."""
-    if event is not None:
-        await asyncio.to_thread(_write, services, event)
-
-
-async def settle(services: Services, outcome: RequestOutcome) -> None:
-    await write(services, conclude(services, outcome))

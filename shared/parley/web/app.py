@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
@@ -82,7 +83,10 @@ async def _client_disconnected(request: Request, error: ClientDisconnected) -> R
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
-    await drain()  # usage written after responses (settings.meter_after_response)
+    await drain()  # cache refreshes under way
+    services = app.state.services
+    if services is not None:  # the usage journal's loop meters what is left (for a few seconds)
+        await asyncio.to_thread(services.close)
 
 
 def create_app(services_factory: Callable[[], Services] = Services.from_environment) -> FastAPI:

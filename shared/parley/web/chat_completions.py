@@ -25,7 +25,7 @@ from ..io.keys import KeyRecord
 from ..io.routes import Worker
 from ..io.worker import WorkerStream
 from ..telemetry import RequestOutcome
-from .accounting import admit
+from .accounting import admit, note_route
 from .dependencies import authenticate, read_body, resolve_route, services_of
 from .middleware import outcome_of
 from .responses import json_response
@@ -51,7 +51,8 @@ async def create_chat_completion(request: Request, key: KeyRecord = Depends(auth
     route = dataclasses.replace(route, workers=openai_workers)
     outcome = outcome_of(request)
     if outcome is not None:
-        outcome.model, outcome.stream = model, streaming
+        outcome.stream = streaming
+        note_route(outcome, route, model)
     prompt_tokens = estimate_prompt_tokens(chat["messages"], chat.get("tools"))
     await admit(request, services, key, route, prompt_tokens)
     timeouts = route.timeouts
@@ -85,10 +86,11 @@ async def create_chat_completion(request: Request, key: KeyRecord = Depends(auth
             lambda client, worker: client.complete(worker, _WORKER_PATH, forwarded(worker), timeouts),
         ),
     )
-    if outcome is not None:
-        usage = answer.get("usage")
+    client_answer = answer_for_client(answer, model, prompt_tokens)
+    if outcome is not None:  # metered as the client sees it: the worker's figures checked
+        usage = client_answer.get("usage")
         note_usage(outcome, usage_to_anthropic(usage if isinstance(usage, dict) else None, prompt_tokens, 0))
-    return json_response(answer_for_client(answer, model))
+    return json_response(client_answer)
 
 
 async def _relay(

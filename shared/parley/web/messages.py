@@ -18,7 +18,7 @@ from ..core.tokens import estimate_prompt_tokens
 from ..io.keys import KeyRecord
 from ..io.routes import Route, Worker
 from ..io.worker import WorkerClient, WorkerStream
-from .accounting import admit
+from .accounting import admit, note_route
 from .dependencies import authenticate, read_body, resolve_route, services_of
 from .middleware import outcome_of
 from .responses import json_response
@@ -102,7 +102,8 @@ async def create_message(request: Request, key: KeyRecord = Depends(authenticate
     route = await resolve_route(request, message_request.model, key.account)
     outcome = outcome_of(request)
     if outcome is not None:
-        outcome.model, outcome.stream = message_request.model, bool(message_request.stream)
+        outcome.stream = bool(message_request.stream)
+        note_route(outcome, route, message_request.model)
     requests = _WorkerRequests(request, body, message_request)
     first_chat = requests.chat(route.worker)
     requests.prompt_tokens = estimate_prompt_tokens(first_chat["messages"], first_chat.get("tools"))

@@ -1,6 +1,6 @@
 """Per-request context: the request id on every response, and the request's outcome recorded
-once: before the response's last byte (after it, Lambda may freeze the process), or, where the
-process runs on (settings.meter_after_response), right after it without the client waiting."""
+once, before the response's last byte (after it, Lambda may freeze the process): its usage line
+goes to the usage log (stdout or the local journal: no network, docs/metering.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 from ..core.ids import new_request_id
-from ..io.background import in_background
 from ..telemetry import RequestOutcome
 
 __all__ = ["RequestContextMiddleware", "outcome_of"]
@@ -45,26 +44,13 @@ class RequestContextMiddleware:
                 return
             finished, outcome = outcome, None
             finished.finished = time.perf_counter()
-            from .accounting import conclude, log_usage, write
+            from .accounting import conclude
             from .dependencies import services_of_app
 
             services = services_of_app(scope["app"])
             event = conclude(services, finished)
-            if services.settings.meter_via_log:
-                log_usage(event)
-                services.telemetry.record(finished)
-                if final is not None:
-                    await send(final)
-                return
-            if services.settings.meter_after_response:
-                services.telemetry.record(finished)
-                try:
-                    if final is not None:
-                        await send(final)
-                finally:
-                    in_background(write(services, event))
-                return
-            await write(services, event)
+            if event is not None:
+                services.usage_log.append(event)
             services.telemetry.record(finished)
             if final is not None:
                 await send(final)

@@ -13,6 +13,7 @@ from ..io.keys import KeyStore
 from ..io.limits import RateLimiter
 from ..io.routes import RouteStore
 from ..io.usage import UsageStore
+from ..io.usage_journal import MeteringLoop, StdoutUsageLog, UsageJournal
 from ..io.worker import WorkerClient
 from ..settings import Settings
 from ..telemetry import Telemetry
@@ -34,9 +35,23 @@ class Services:
     accounts: AccountStore
     limits: RateLimiter
     usage: UsageStore
+    usage_log: StdoutUsageLog | UsageJournal
 
     @classmethod
     def build(cls, settings: Settings, dynamodb: Any, telemetry: Telemetry | None = None) -> "Services":
+        usage = UsageStore(
+            dynamodb,
+            settings.usage_table,
+            settings.usage_records_table,
+            spend_cache_seconds=settings.spend_cache_seconds,
+        )
+        limits = RateLimiter(dynamodb, settings.limits_table)
+        usage_log: StdoutUsageLog | UsageJournal
+        if settings.usage_log == "stdout":
+            usage_log = StdoutUsageLog()
+        else:
+            usage_log = UsageJournal(settings.usage_log)
+            MeteringLoop(usage_log, usage, after_batch=limits.flush)
         return cls(
             settings=settings,
             keys=KeyStore(dynamodb, settings.keys_table, settings.key_cache_seconds),
@@ -50,14 +65,19 @@ class Services:
             rng=random.Random(),
             telemetry=telemetry or Telemetry(),
             accounts=AccountStore(dynamodb, settings.accounts_table, settings.account_cache_seconds),
-            limits=RateLimiter(dynamodb, settings.limits_table),
-            usage=UsageStore(
-                dynamodb,
-                settings.usage_table,
-                settings.usage_records_table,
-                spend_cache_seconds=settings.spend_cache_seconds,
-            ),
+            limits=limits,
+            usage=usage,
+            usage_log=usage_log,
         )
+
+    def metered(self, timeout: float = 30.0) -> bool:
+        """Wait until the usage of every request that has ended is in DynamoDB (a local journal's
+        loop has metered it); True at once where the metering function does it (stdout)."""
+        loop = getattr(self.usage_log, "loop", None)
+        return loop.flush(timeout) if loop is not None else True
+
+    def close(self, drain_seconds: float = 5.0) -> None:
+        self.usage_log.close(drain_seconds)
 
     @classmethod
     def from_environment(cls) -> "Services":

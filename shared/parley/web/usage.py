@@ -41,6 +41,11 @@ async def key_usage(request: Request, key: KeyRecord = Depends(authenticate)) ->
     by_model = query.get("by_model", "false").lower()
     if by_model not in ("true", "false"):
         raise InvalidRequestError("by_model: expected true or false")
-    rows = await store_call(services_of(request).usage.aggregates, f"key#{key.key_id}", since, until)
+    # (DynamoDB refuses a BETWEEN whose bounds are reversed: an empty range is simply empty)
+    rows = (
+        await store_call(services_of(request).usage.aggregates, f"key#{key.key_id}", since, until)
+        if since <= until
+        else []
+    )
     data = [public_row(row) for row in rows if bool(row["model"]) == (by_model == "true")]
     return json_response({"key_id": key.key_id, "account": key.account, "since": since, "until": until, "data": data})
