@@ -1,49 +1,26 @@
 """Parley in-process, for tests that send thousands of requests: the app on httpx's ASGITransport,
-the real key and route stores (moto), the real worker client calling the session's fake worker,
-and an in-memory usage store.
+the real stores on DynamoDB Local, the real worker client calling the session's fake worker, and
+the real metering path (a usage journal of its own, metered into DynamoDB Local).
 
-Everything but the client's HTTP connection to Parley and the usage table is the production code path.
+Everything but the client's HTTP connection to Parley is the production code path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import tempfile
 import threading
 from typing import Any, Coroutine, Iterator, TypeVar
 
 import httpx
 
-from parley.core.metering import UsageEvent
 from parley.web.app import create_app
 from parley.web.services import Services
 
-__all__ = ["InProcessParley", "MemoryUsage"]
+__all__ = ["InProcessParley", "in_process"]
 
 T = TypeVar("T")
-
-
-class MemoryUsage:
-    """The usage store's `record` contract (exactly once per request id) in memory."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.events: dict[str, UsageEvent] = {}
-        self.duplicates = 0
-
-    def record(self, event: UsageEvent) -> bool:
-        with self._lock:
-            if event.request_id in self.events:
-                self.duplicates += 1
-                return False
-            self.events[event.request_id] = event
-            return True
-
-    def month_spend_micros(self, scope: str, now: float) -> int:
-        return 0
-
-    def aggregates(self, scope: str, first_day: str, last_day: str) -> list[dict[str, Any]]:
-        return []
 
 
 class InProcessParley:
@@ -61,9 +38,8 @@ class InProcessParley:
         )
 
     @classmethod
-    def build(cls, base: Services, dynamodb: Any, key: str) -> "InProcessParley":
-        services = dataclasses.replace(Services.build(base.settings, dynamodb), usage=MemoryUsage())
-        return cls(services, key)
+    def build(cls, base: Services, dynamodb: Any, key: str, journal: str) -> "InProcessParley":
+        return cls(Services.build(dataclasses.replace(base.settings, usage_log=journal), dynamodb), key)
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
@@ -73,11 +49,13 @@ class InProcessParley:
         self.call(self.services.worker.aclose())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self.services.close()
 
 
 def in_process(base: Services, dynamodb: Any, key: str) -> Iterator[InProcessParley]:
-    parley = InProcessParley.build(base, dynamodb, key)
-    try:
-        yield parley
-    finally:
-        parley.close()
+    with tempfile.TemporaryDirectory(prefix="parley-inprocess-usage-") as journal:
+        parley = InProcessParley.build(base, dynamodb, key, journal)
+        try:
+            yield parley
+        finally:
+            parley.close()

@@ -186,7 +186,12 @@ def _headers_of(head: bytes) -> list[tuple[str, str]]:
 
 def test_every_answer_was_checked_and_enough_were_sent(app):
     """Runs last in this module: at least MINIMUM_CASES requests when the whole module ran, and
-    every answered in-process request metered exactly once."""
+    every in-process request that was metered is in DynamoDB exactly once: each usage line the
+    journal took was written, none was refused or found written before."""
     if len(CASES.by_test) == 6 and FUZZ_SCALE >= 1:
         assert CASES.total >= MINIMUM_CASES, dict(CASES.by_test)
-    assert app.services.usage.duplicates == 0
+    assert app.services.metered(timeout=120)
+    journal = app.services.usage_log
+    assert journal.appended > 0
+    loop = journal.loop
+    assert (loop.recorded, loop.already_recorded, loop.dead_lettered) == (journal.appended, 0, 0)

@@ -51,7 +51,7 @@ def load_module(path: Path, name: str) -> Any:
 
 @pytest.fixture(scope="module")
 def lambda_environment(dynamodb, worker) -> Iterator[dict[str, str]]:
-    """The environment template.yaml gives the functions, pointed at moto and the fake worker."""
+    """The environment template.yaml gives the functions, pointed at DynamoDB Local and the fake worker."""
     create_tables(dynamodb, TABLES)
     RouteStore(dynamodb, TABLES["routes"]).put(
         Route(model="parley-demo", workers=(Worker(base_url=worker.base_url, model="fake-model"),))

@@ -79,6 +79,7 @@ class UsageJournal:
         self._descriptor: int | None = None
         self._segment = 0
         self._size = 0
+        self.appended = 0  # lines this process appended
         self.loop: MeteringLoop | None = None
 
     # -- writing (the request path) --------------------------------------------------------------
@@ -103,6 +104,7 @@ class UsageJournal:
                 self._open_segment()
             os.write(self._descriptor, line)  # type: ignore[arg-type]
             self._size += len(line)
+            self.appended += 1
         if self.loop is not None:
             self.loop.wake()
 
@@ -191,7 +193,7 @@ class MeteringLoop:
         self._stopping = False
         self._drain_until = 0.0
         self._position = journal.read_checkpoint()
-        self.metered = 0
+        self.recorded = self.already_recorded = self.dead_lettered = 0  # lines, since this loop started
         journal.loop = self
         self._thread = threading.Thread(target=self._run, name="parley-metering", daemon=True)
         self._thread.start()
@@ -213,7 +215,9 @@ class MeteringLoop:
         self.journal.write_checkpoint(segment, offset)
         with self._progress:
             self._position = (segment, offset)
-            self.metered += report.recorded + report.already_recorded + report.dead_letters
+            self.recorded += report.recorded
+            self.already_recorded += report.already_recorded
+            self.dead_lettered += report.dead_letters
             self._progress.notify_all()
         if self._after_batch is not None:
             try:
