@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -15,6 +16,7 @@ from parley.io.tables import create_tables
 from parley.io.usage import UsageStore
 from parley.io.usage_journal import MeteringLoop, UsageJournal
 from tests.dynamodb_faults import DynamoDBFaults
+from tests.fakeworker import Answer
 from tests.integration.test_metering_store import event, expected, totals
 from tests.stack import dynamodb_client
 
@@ -128,3 +130,23 @@ def test_dead_letters_are_replayed_exactly_once_by_the_cli(store, tmp_path, dyna
     assert "recorded 0, already recorded 2" in capsys.readouterr().out, "a second replay counts nothing"
     assert totals(store, "key#key_replay") == expected(events)
     assert [orjson.loads(line)["line"] for line in rejected.read_bytes().splitlines()] == ["PARLEY_USAGE {broken"] * 2
+
+
+def test_a_journal_that_cannot_be_written_still_answers_and_logs_the_line_for_a_replay(
+    parley, worker, monkeypatch, caplog
+):
+    def full_disk(event):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(parley.services.usage_log, "append", full_disk)
+    worker.enqueue(Answer(text="still answered"))
+    response = httpx.post(
+        f"{parley.url}/v1/messages",
+        headers={"x-api-key": parley.key},
+        json={"model": "test-model", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
+    assert response.status_code == 200 and response.json()["content"][0]["text"] == "still answered"
+    [logged] = [record for record in caplog.records if "usage log write failed" in record.getMessage()]
+    line = logged.getMessage().split("replay this line: ", 1)[1]
+    assert line.startswith("PARLEY_USAGE {") and response.headers["request-id"] in line

@@ -5,6 +5,7 @@ the good lines delivered with it."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import time
 from pathlib import Path
@@ -90,7 +91,7 @@ def test_a_poisoned_delivery_costs_no_good_line(stack, capfd):
     """GET /v1/PARLEY_USAGE%20x (a 404, no key needed) used to put the marker into a log line; the
     function parsed it, failed, and the genuine lines of the same delivery were never written."""
     good = [usage_event(number, "key_poison") for number in range(3)]
-    refused = __import__("dataclasses").replace(usage_event(9, "key_poison"), model="m" * 1_010)  # sort key > 1 KB
+    refused = dataclasses.replace(usage_event(9, "key_poison"), model="m" * 1_010)  # sort key > 1 KB
     delivery = subscription_event(
         [
             '{"level":"INFO","message":"request","path":"/v1/PARLEY_USAGE x","status":404}',

@@ -4,15 +4,19 @@ goes to the usage log (stdout or the local journal: no network, docs/metering.md
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from ..core.ids import new_request_id
+from ..core.usage_log import usage_line
 from ..telemetry import RequestOutcome
 
 __all__ = ["RequestContextMiddleware", "outcome_of"]
 
 _OBSERVED_PREFIX = "/v1/"
+
+logger = logging.getLogger("parley.metering")
 
 
 def outcome_of(request: Any) -> RequestOutcome | None:
@@ -50,7 +54,10 @@ class RequestContextMiddleware:
             services = services_of_app(scope["app"])
             event = conclude(services, finished)
             if event is not None:
-                services.usage_log.append(event)
+                try:
+                    services.usage_log.append(event)
+                except OSError:  # a full disk, say: the line in the error log can be replayed
+                    logger.exception("usage log write failed; replay this line: %s", usage_line(event).rstrip())
             services.telemetry.record(finished)
             if final is not None:
                 await send(final)
