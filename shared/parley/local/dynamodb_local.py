@@ -29,7 +29,7 @@ JAR_ENV = "PARLEY_DYNAMODB_LOCAL_JAR"
 MIN_JAVA = 17
 STARTUP_SECONDS = 60.0
 # Serial GC and a bounded heap: one small server process on a 2-core machine shared with Parley.
-_JVM_OPTIONS = ("-XX:+UseSerialGC", "-Xms64m", "-Xmx1g", "-XX:-UsePerfData")
+_JVM_OPTIONS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xms64m", "-Xmx1g", "-XX:-UsePerfData")
 
 INSTALL_JAVA = (
     "Java 17 or newer runs the embedded DynamoDB (Amazon DynamoDB Local). Install it:\n"
