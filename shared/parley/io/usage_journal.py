@@ -245,7 +245,9 @@ class MeteringLoop:
         backoff = 0.0
         while True:
             if not self._stopping:
-                if self._wake.wait(backoff or self._idle_seconds) and not backoff:
+                if backoff:  # DynamoDB failing: new lines do not cut the pause short, a flush does
+                    self._urgent.wait(backoff)
+                elif self._wake.wait(self._idle_seconds):
                     self._linger()
             self._wake.clear()
             self._urgent.clear()

@@ -3,7 +3,6 @@ event of a request that has ended (metered exactly once from the usage log, docs
 
 from __future__ import annotations
 
-import logging
 import time
 
 from starlette.requests import Request
@@ -21,8 +20,6 @@ from .middleware import outcome_of
 from .services import Services
 
 __all__ = ["admit", "conclude", "note_route", "usage_event"]
-
-logger = logging.getLogger("parley.metering")
 
 
 def _whose(scope: str) -> str:
