@@ -133,6 +133,7 @@ class DynamoDBLocal:
             "-port",
             str(self.port),
             "-sharedDb",  # one database whatever the credentials and region
+            "-disableTelemetry",  # it reports usage to AWS by default; nothing leaves this machine
             *storage,
         ]
 
