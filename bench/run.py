@@ -87,17 +87,23 @@ BENCH_LIMITS = Limits(requests_per_minute=10**9, tokens_per_minute=10**12, month
 # -- processes ------------------------------------------------------------------------------------
 
 
-def _start(stack: ExitStack, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _stop_at_exit(stack: ExitStack, process: subprocess.Popen[bytes], seconds: float) -> None:
+    """End `process` with the stack (SIGTERM, then SIGKILL after `seconds`) unless it has ended."""
 
     def stop() -> None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(seconds)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
     stack.callback(stop)
+
+
+def _start(stack: ExitStack, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _stop_at_exit(stack, process, 10)
     return process
 
 
@@ -531,15 +537,7 @@ def start_make_dev(stack: ExitStack, folder: Path, worker_base: str) -> tuple[su
             stderr=subprocess.STDOUT,
         )
 
-    def stop() -> None:  # if the run failed before its own SIGTERM
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-    stack.callback(stop)
+    _stop_at_exit(stack, process, 30)  # if the run fails before its own SIGTERM
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}", lambda: process.poll() is None, 120)
     except RuntimeError as error:
