@@ -1,6 +1,6 @@
 """`make dev` as a user runs it (`parley dev`): Amazon DynamoDB Local as a child process with its
 data in PARLEY_DATA_DIR, a dev key, the demo worker; usage metered through its journal and still
-there after a restart; SIGTERM stops Parley and DynamoDB Local; no Java, a clear message."""
+there after a restart; SIGTERM and Ctrl-C stop Parley and DynamoDB Local; no Java, a clear message."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ def _children(pid: int) -> list[int]:
     return children
 
 
+def _is_dynamodb_local(pid: int) -> bool:
+    return "DynamoDBLocal.jar" in Path(f"/proc/{pid}/cmdline").read_text()
+
+
 class DevProcess:
     def __init__(self, data_dir: Path, port: int, extra_env: dict[str, str] | None = None) -> None:
         env = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "PARLEY_"))}
@@ -43,8 +47,8 @@ class DevProcess:
             text=True,
         )
 
-    def stop(self) -> tuple[int, str]:
-        self.process.send_signal(signal.SIGTERM)
+    def stop(self, signal_number: int = signal.SIGTERM) -> tuple[int, str]:
+        self.process.send_signal(signal_number)
         output, _ = self.process.communicate(timeout=60)
         return self.process.returncode, output
 
@@ -85,15 +89,11 @@ def test_dev_stack_meters_into_dynamodb_local_and_keeps_its_data_across_a_restar
     again = DevProcess(tmp_path / "data", free_port())
     try:
         wait_until_healthy(again.url, lambda: again.process.poll() is None, 120)
+        [java] = [child for child in _children(again.process.pid) if _is_dynamodb_local(child)]
         usage = httpx.get(f"{again.url}/v1/usage", headers={"x-api-key": DEV_KEY}, timeout=30).json()
         [today] = usage["data"]
         assert today["requests"] == 4, "the usage of the first run survived the restart"
     finally:
-        assert again.stop()[0] == 0
-
-
-def test_without_java_make_dev_says_what_to_install(tmp_path):
-    no_java = DevProcess(tmp_path / "data", free_port(), {"PATH": "/nonexistent", "JAVA_HOME": "/nonexistent"})
-    output, _ = no_java.process.communicate(timeout=60)
-    assert no_java.process.returncode != 0
-    assert "Java 17 or newer" in output and "openjdk-17-jre-headless" in output, output
+        returncode, output = again.stop(signal.SIGINT)  # Ctrl-C in the terminal
+    assert returncode == 0, output
+    assert not Path(f"/proc/{java}").exists(), "DynamoDB Local stopped with make dev on Ctrl-C"

@@ -171,8 +171,11 @@ def _run_dev(dynamodb: object, data_dir: Path | None) -> None:
     stack = seed(dynamodb, settings, worker, model, os.environ.get("PARLEY_DEV_KEY"), demo)
     servers.append(uvicorn.Server(uvicorn.Config("parley.web.app:app", host="127.0.0.1", port=port)))
     print(banner(stack, port, data_dir), flush=True)
-    # Each uvicorn server shuts down gracefully on SIGTERM (Parley's meters what its journal holds)
-    # and raises it again under the handler it found: this one, so that DynamoDB Local stops too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Each uvicorn server shuts down gracefully on SIGTERM or Ctrl-C (Parley's meters what its
+    # journal holds) and raises the signal again under the handler it found: this one, so that the
+    # process exits 0 and DynamoDB Local stops too (asyncio's own SIGINT handler would cancel the
+    # servers and end in a KeyboardInterrupt traceback).
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: sys.exit(0))
     with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
         runner.run(_serve(servers))
