@@ -97,3 +97,10 @@ def test_dev_stack_meters_into_dynamodb_local_and_keeps_its_data_across_a_restar
         returncode, output = again.stop(signal.SIGINT)  # Ctrl-C in the terminal
     assert returncode == 0, output
     assert not Path(f"/proc/{java}").exists(), "DynamoDB Local stopped with make dev on Ctrl-C"
+
+
+def test_without_java_make_dev_says_what_to_install(tmp_path):
+    no_java = DevProcess(tmp_path / "data", free_port(), {"PATH": "/nonexistent", "JAVA_HOME": "/nonexistent"})
+    output, _ = no_java.process.communicate(timeout=60)
+    assert no_java.process.returncode != 0
+    assert "Java 17 or newer" in output and "openjdk-17-jre-headless" in output, output
