@@ -60,6 +60,7 @@ def lambda_environment(dynamodb, worker) -> Iterator[dict[str, str]]:
     environment = {
         "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.meta.endpoint_url,
         **{f"PARLEY_{role.upper()}_TABLE": name for role, name in TABLES.items()},
+        "PARLEY_USAGE_LOG": "stdout",  # as the template's globals: usage lines for the metering function
     }
     saved = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)
