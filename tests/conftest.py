@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -55,9 +56,17 @@ _SECRETS = re.compile(r"sk-parley-[A-Za-z0-9_-]{6,}|sk-test-[A-Za-z0-9_-]+|\b[0-
 _LOGS = _EveryLogRecord()
 
 
+_REPO_JOURNAL = Path(__file__).resolve().parents[1] / ".parley" / "usage"
+
+
+def _journal_files() -> set[Path]:
+    return set(_REPO_JOURNAL.rglob("*")) if _REPO_JOURNAL.exists() else set()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     logging.getLogger().addHandler(_LOGS)
     logging.getLogger("parley").setLevel(logging.INFO)
+    config.stash[_JOURNAL_BEFORE] = _journal_files()
 
 
 def _error_bodies() -> list[str]:
@@ -68,7 +77,11 @@ def _error_bodies() -> list[str]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     leaks = [line for line in [*_LOGS.lines, *_error_bodies()] if _SECRETS.search(line)]
     session.config.stash[_LEAKS] = leaks
-    if leaks:
+    # A stack built with the default settings would journal test usage into the developer's own
+    # .parley, for their next `make dev` to meter: every test stack has a journal of its own.
+    strays = sorted(str(path) for path in _journal_files() - session.config.stash.get(_JOURNAL_BEFORE, set()))
+    session.config.stash[_STRAYS] = strays
+    if leaks or strays:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -80,6 +93,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     )
     for line in leaks[:20]:
         terminalreporter.write_line(f"LEAK: {line[:300]}", red=True)
+    for path in config.stash.get(_STRAYS, [])[:20]:
+        terminalreporter.write_line(f"a test wrote into the repository's usage journal: {path}", red=True)
     fuzzing = next((module for name, module in sys.modules.items() if name.endswith(".fuzzing")), None)
     if fuzzing is not None and fuzzing.CASES.total:
         parts = ", ".join(f"{name} {count}" for name, count in sorted(fuzzing.CASES.by_test.items()))
@@ -94,3 +109,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 _LEAKS = pytest.StashKey[list]()
+_STRAYS = pytest.StashKey[list]()
+_JOURNAL_BEFORE = pytest.StashKey[set]()

@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from parley.core.metering import day_of
-from parley.io.routes import Route, Worker
+from parley.io.keys import KeyStore
+from parley.io.routes import Route, RouteStore, Worker
 from parley.io.tables import create_tables
-from parley.web.services import Services
 from tests.anthropic_stream import assert_well_formed
 from tests.fakeworker import Answer, FakeWorker, ToolCall
 from tests.integration.helpers import parse_sse
@@ -82,10 +82,9 @@ def server(
 ) -> Iterator[dict[str, Any]]:
     journal = tmp_path_factory.mktemp("soak-usage")
     create_tables(dynamodb, SOAK_SETTINGS.table_names)
-    services = Services.build(SOAK_SETTINGS, dynamodb)  # the seeding side: its journal stays empty
-    services.routes.put(Route(model=MODEL, workers=(Worker(base_url=soak_worker.base_url, model="fake"),)))
-    key, record = services.keys.create(account="soak", name="soak")
-    services.close()
+    routes = RouteStore(dynamodb, SOAK_SETTINGS.routes_table)
+    routes.put(Route(model=MODEL, workers=(Worker(base_url=soak_worker.base_url, model="fake"),)))
+    key, record = KeyStore(dynamodb, SOAK_SETTINGS.keys_table).create(account="soak", name="soak")
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.soak.serve", dynamodb.meta.endpoint_url, str(port), str(journal)],
@@ -95,7 +94,7 @@ def server(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, lambda: process.poll() is None, 30)
-        yield {"url": url, "key": key, "key_id": record.key_id, "process": process, "services": services}
+        yield {"url": url, "key": key, "key_id": record.key_id, "process": process}
     finally:
         process.terminate()
         process.wait(timeout=60)
