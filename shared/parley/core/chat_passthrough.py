@@ -20,7 +20,7 @@ from .errors import ApiError, InvalidRequestError, ParleyError
 from .request import WorkerProfile, fit_max_tokens
 from .response import reasoning_of, usage_to_anthropic
 from .sse import SSEDecoder
-from .tokens import estimate_text_tokens, worker_token_count, worker_token_count_or
+from .tokens import estimate_text_tokens, estimate_tokens_of_size, worker_token_count, worker_token_count_or
 
 __all__ = [
     "ChatStreamRelay",
@@ -140,7 +140,7 @@ class ChatStreamRelay:
 
     @property
     def _output_estimate(self) -> int:
-        return -(-self._output_chars // 4)
+        return estimate_tokens_of_size(self._output_chars)
 
     @property
     def usage(self) -> dict[str, int]:

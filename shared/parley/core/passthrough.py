@@ -21,7 +21,7 @@ from .request import WorkerProfile, fit_max_tokens
 from .response import AnswerContext, message_shell
 from .sse import SSEDecoder
 from .stream import PING, Event
-from .tokens import estimate_text_tokens, worker_token_count_or
+from .tokens import estimate_text_tokens, estimate_tokens_of_size, worker_token_count_or
 
 __all__ = ["AnthropicStreamRelay", "anthropic_request_for_worker", "message_from_worker", "usage_of_message"]
 
@@ -172,7 +172,7 @@ class AnthropicStreamRelay:
             self._count_output(event.get("delta"))
         elif kind == "message_delta":
             # The worker's output_tokens, if it is a count, replaces the estimate of what streamed.
-            self.usage["output_tokens"] = max(self.usage["output_tokens"], -(-self._output_bytes // 4))
+            self.usage["output_tokens"] = max(self.usage["output_tokens"], estimate_tokens_of_size(self._output_bytes))
             _usage(event.get("usage"), self.usage)
             if "usage" in event:
                 event = {**event, "usage": _usage_for_client(event["usage"], self.usage)}

@@ -33,7 +33,7 @@ from .response import (
     usage_to_anthropic,
 )
 from .sse import SSEDecoder
-from .tokens import worker_token_count
+from .tokens import estimate_tokens_of_size, worker_token_count
 
 __all__ = ["ChatToMessagesStream", "Event", "WorkerSSETranslator"]
 
@@ -163,7 +163,7 @@ class ChatToMessagesStream:
         return usage_to_anthropic(
             self._worker_usage,
             self._context.input_tokens_estimate,
-            -(-self._output_bytes // 4),
+            estimate_tokens_of_size(self._output_bytes),
         )
 
     # -- state machine ---------------------------------------------------------------------

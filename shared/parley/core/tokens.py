@@ -18,6 +18,7 @@ __all__ = [
     "MAX_WORKER_TOKENS",
     "estimate_prompt_tokens",
     "estimate_text_tokens",
+    "estimate_tokens_of_size",
     "worker_token_count",
     "worker_token_count_or",
 ]
@@ -28,8 +29,13 @@ MAX_WORKER_TOKENS = 100_000_000
 _BYTES_PER_TOKEN = 4
 
 
+def estimate_tokens_of_size(size: int) -> int:
+    """Tokens in `size` bytes (or characters) of text: a quarter of it, rounded up."""
+    return -(-size // _BYTES_PER_TOKEN)
+
+
 def estimate_text_tokens(text: str) -> int:
-    return -(-len(text.encode()) // _BYTES_PER_TOKEN)
+    return estimate_tokens_of_size(len(text.encode()))
 
 
 def _without_images(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -50,7 +56,7 @@ def estimate_prompt_tokens(messages: list[dict[str, Any]], tools: list[dict[str,
     size = len(orjson.dumps(stripped))
     if tools:
         size += len(orjson.dumps(tools))
-    return max(1, -(-size // _BYTES_PER_TOKEN) + images * IMAGE_TOKENS)
+    return max(1, estimate_tokens_of_size(size) + images * IMAGE_TOKENS)
 
 
 def worker_token_count(value: Any) -> int | None:

@@ -68,7 +68,6 @@ class MeteringReport:
     recorded: int = 0
     already_recorded: int = 0
     dead_letters: int = 0
-    not_usage: int = 0
     unavailable: list[str] = field(default_factory=list)  # lines to try again later
 
     def as_dict(self) -> dict[str, int]:
@@ -96,7 +95,6 @@ def meter_lines(lines: Iterable[str], store: UsageStore, dead_letters: DeadLette
     line_of: dict[str, str] = {}
     for line in lines:
         if not is_usage_line(line):
-            report.not_usage += 1
             continue
         try:
             event = parse_usage_line(line)

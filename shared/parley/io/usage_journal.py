@@ -49,6 +49,10 @@ class StdoutUsageLog:
         sys.stdout.write(usage_line(event))
         sys.stdout.flush()
 
+    def flush(self, timeout: float = 30.0) -> bool:
+        """The metering function meters stdout: nothing to wait for here."""
+        return True
+
     def close(self, drain_seconds: float = 0.0) -> None:
         pass
 
@@ -121,6 +125,10 @@ class UsageJournal:
     @property
     def writing(self) -> int:
         return self._segment
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until the loop has metered every line in the journal (True at once without a loop)."""
+        return self.loop.flush(timeout) if self.loop is not None else True
 
     def close(self, drain_seconds: float = 5.0) -> None:
         """Stop the loop (metering what is left for up to `drain_seconds`) and give up the slot."""

@@ -73,8 +73,7 @@ class Services:
     def metered(self, timeout: float = 30.0) -> bool:
         """Wait until the usage of every request that has ended is in DynamoDB (a local journal's
         loop has metered it); True at once where the metering function does it (stdout)."""
-        loop = getattr(self.usage_log, "loop", None)
-        return loop.flush(timeout) if loop is not None else True
+        return self.usage_log.flush(timeout)
 
     def close(self, drain_seconds: float = 5.0) -> None:
         self.usage_log.close(drain_seconds)
