@@ -17,7 +17,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,18 +28,12 @@ from ..io.keys import KeyStore
 from ..io.routes import Route, RouteStore, Worker
 from ..io.tables import create_tables
 from ..settings import Settings
-from .dynamodb_local import DynamoDBLocal, DynamoDBLocalUnavailableError, use_local_aws_defaults
+from .dynamodb_local import DynamoDBLocal, DynamoDBLocalUnavailableError, _free_port, use_local_aws_defaults
 
 __all__ = ["DevStack", "run_dev", "seed", "start_embedded_dynamodb", "use_local_aws_defaults"]
 
 CLAUDE_ALIASES = ("claude-*",)
 DEV_ACCOUNT, DEV_KEY_NAME = "dev", "dev key"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_embedded_dynamodb(data_dir: Path) -> DynamoDBLocal:
