@@ -38,6 +38,10 @@ class KeyRecord:
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and datetime.fromisoformat(self.expires_at) <= now
 
+    def allows(self, model: str) -> bool:
+        """Whether this key may use the route whose public model name is `model`."""
+        return not self.allowed_models or model in self.allowed_models
+
 
 def _record(item: dict[str, Any]) -> KeyRecord:
     return KeyRecord(

@@ -27,7 +27,7 @@ def _whose(scope: str) -> str:
 
 
 async def admit(request: Request, services: Services, key: KeyRecord, route: Route, estimated_tokens: int) -> None:
-    if key.allowed_models and route.model not in key.allowed_models:
+    if not key.allows(route.model):
         raise PermissionDeniedError(f"This API key is not allowed to use the model {route.model}.")
     account = services.accounts.cached(key.account)
     if account is ExpiringCache.MISSING:

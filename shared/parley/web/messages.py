@@ -16,15 +16,15 @@ from ..core.request import WorkerProfile, fit_max_tokens, messages_to_chat, prom
 from ..core.response import AnswerContext, chat_to_message
 from ..core.tokens import estimate_prompt_tokens
 from ..io.keys import KeyRecord
-from ..io.routes import Route, Worker
+from ..io.routes import Worker
 from ..io.worker import WorkerClient, WorkerStream
 from .accounting import admit, note_route
 from .dependencies import authenticate, read_body, resolve_route, services_of
 from .middleware import outcome_of
 from .responses import json_response
-from .services import Services
 from .streaming import SSE_HEADERS, note_usage, stream_answer
-from .upstream import call_route, first_answer_or_error, unless_client_leaves, worker_client
+from .tokenizer import prompt_token_count, tokenizing_worker
+from .upstream import call_route, first_answer_or_error, unless_client_leaves
 
 __all__ = ["router"]
 
@@ -79,20 +79,6 @@ class _WorkerRequests:
         return await client.open_stream(worker, _CHAT_PATH, self.chat(worker), timeouts)
 
 
-def _tokenizing_worker(route: Route) -> Worker | None:
-    return next((worker for worker in route.workers if worker.tokenize and worker.api == "openai"), None)
-
-
-async def _worker_token_count(services: Services, route: Route, chat: dict[str, Any]) -> int | None:
-    worker = _tokenizing_worker(route)
-    if worker is None:
-        return None
-    body: dict[str, Any] = {"model": worker.model, "messages": chat["messages"], "add_generation_prompt": True}
-    if chat.get("tools"):
-        body["tools"] = chat["tools"]
-    return await worker_client(services, route).tokenize(worker, body, route.timeouts)
-
-
 @router.post("/v1/messages")
 @router.post("/v1/anthropic/messages")
 async def create_message(request: Request, key: KeyRecord = Depends(authenticate)) -> Response:
@@ -118,8 +104,8 @@ async def create_message(request: Request, key: KeyRecord = Depends(authenticate
     timeouts = route.timeouts
     if message_request.stream:
         prompt_tokens = None
-        if _tokenizing_worker(route) is not None:
-            prompt_tokens = asyncio.ensure_future(_worker_token_count(services, route, first_chat))
+        if tokenizing_worker(route) is not None:
+            prompt_tokens = asyncio.ensure_future(prompt_token_count(services, route, first_chat))
         opening = asyncio.ensure_future(
             call_route(request, services, route, lambda client, worker: requests.open_stream(client, worker, timeouts))
         )
@@ -156,8 +142,8 @@ async def count_tokens(request: Request, key: KeyRecord = Depends(authenticate))
     route = await resolve_route(request, count_request.model, key.account)
     chat = {"messages": prompt_to_chat_messages(count_request), "tools": tools_to_chat(count_request)}
     tokens = None
-    if _tokenizing_worker(route) is not None:
-        tokens = await unless_client_leaves(request, _worker_token_count(services, route, chat))
+    if tokenizing_worker(route) is not None:
+        tokens = await unless_client_leaves(request, prompt_token_count(services, route, chat))
     if tokens is None:
         tokens = estimate_prompt_tokens(chat["messages"], chat["tools"])
     return json_response({"input_tokens": tokens})
