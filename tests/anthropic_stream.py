@@ -11,7 +11,7 @@ from anthropic.lib.streaming._messages import accumulate_event
 __all__ = ["StreamResult", "accumulate", "assert_well_formed"]
 
 _DELTA_KINDS = {
-    "text": {"text_delta"},
+    "text": {"text_delta", "citations_delta"},
     "thinking": {"thinking_delta", "signature_delta"},
     "redacted_thinking": set(),
     "tool_use": {"input_json_delta"},
@@ -36,7 +36,10 @@ class StreamResult:
 
 
 def assert_well_formed(
-    events: list[tuple[str, dict[str, Any]]], expect_error: bool = False, tool_input_must_parse: bool = True
+    events: list[tuple[str, dict[str, Any]]],
+    expect_error: bool = False,
+    tool_input_must_parse: bool = True,
+    signed_thinking: bool = False,
 ) -> StreamResult:
     """Check Anthropic's stream grammar and return what the stream said.
 
@@ -44,6 +47,8 @@ def assert_well_formed(
     the next index, with deltas of its own kind at its own index, stopped exactly once; no empty
     text block; tool input a JSON object; then message_delta and message_stop last. A failed
     stream (expect_error) instead ends with one `error` event and has no message_delta/stop.
+    `signed_thinking`: every thinking block's last delta is a `signature_delta`, as Anthropic sends
+    it (Parley's translated streams do; a native worker's may not).
     """
     assert events, "empty stream"
     for name, data in events:
@@ -53,6 +58,7 @@ def assert_well_formed(
     assert result.message["content"] == [], "message_start must carry empty content"
     usage = dict(result.message["usage"])
     open_index: int | None = None
+    last_delta: str | None = None
     buffers: list[str] = []
     ended = None  # "message_delta", "message_stop" or "error" once seen
 
@@ -80,6 +86,7 @@ def assert_well_formed(
             result.content.append(block)
             buffers.append("")
             open_index = data["index"]
+            last_delta = None
         elif name == "content_block_delta":
             assert open_index is not None and data["index"] == open_index, (
                 f"{where}: delta at index {data['index']}, open block is {open_index}"
@@ -88,12 +95,17 @@ def assert_well_formed(
             assert delta["type"] in _DELTA_KINDS[block["type"]], (
                 f"{where}: {delta['type']} inside a {block['type']} block"
             )
+            if signed_thinking and block["type"] == "thinking" and last_delta == "signature_delta":
+                raise AssertionError(f"{where}: a delta after the thinking block's signature_delta")
+            last_delta = delta["type"]
             if delta["type"] == "text_delta":
                 block["text"] += delta["text"]
             elif delta["type"] == "thinking_delta":
                 block["thinking"] += delta["thinking"]
             elif delta["type"] == "signature_delta":
                 block["signature"] = delta["signature"]
+            elif delta["type"] == "citations_delta":
+                block.setdefault("citations", []).append(delta["citation"])
             else:
                 buffers[open_index] += delta["partial_json"]
         elif name == "content_block_stop":
@@ -103,6 +115,8 @@ def assert_well_formed(
             block = result.content[open_index]
             if block["type"] == "text":
                 assert block["text"] != "", f"{where}: empty text block {open_index}"
+            if block["type"] == "thinking" and signed_thinking:
+                assert last_delta == "signature_delta", f"{where}: thinking block {open_index} has no signature_delta"
             if block["type"] == "tool_use" and tool_input_must_parse:
                 raw = buffers[open_index]
                 try:

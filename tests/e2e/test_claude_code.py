@@ -78,10 +78,13 @@ def test_write_tool_loop(claude, worker, tmp_path):
     assistant = [
         message for message in second["messages"] if message["role"] == "assistant" and message.get("tool_calls")
     ]
-    assert assistant and assistant[-1]["tool_calls"][0]["id"] == call.id
+    # Claude Code saw Parley's Anthropic-shaped id for vLLM's chatcmpl-tool-… one, and its turn
+    # pairs the call with its result by that id.
+    issued = assistant[-1]["tool_calls"][0]["id"] if assistant else None
+    assert issued and issued.startswith("toolu_") and issued != call.id
     assert assistant[-1]["tool_calls"][0]["function"]["name"] == "Write"
     tool_messages = [message for message in second["messages"] if message["role"] == "tool"]
-    assert [message["tool_call_id"] for message in tool_messages] == [call.id], second["messages"][-3:]
+    assert [message["tool_call_id"] for message in tool_messages] == [issued], second["messages"][-3:]
     assert str(target) in text_of(tool_messages[0]["content"]), "the tool result is Claude Code's Write confirmation"
 
     result = run.json()

@@ -48,7 +48,7 @@ def test_streamed_tool_call_final_message(parley, worker, flavour):
     text, tool_use = message["content"]
     assert text == {"type": "text", "text": "Let me check.", **({"citations": None} if "citations" in text else {})}
     assert tool_use["type"] == "tool_use"
-    assert tool_use["id"] == "call_ts_sdk_0001"
+    assert tool_use["id"].startswith("toolu_"), "the worker's call_… id becomes an Anthropic-shaped one"
     assert tool_use["name"] == "get_weather"
     assert tool_use["input"] == {"city": "Paris", "unit": "celsius"}
     assert message["usage"]["input_tokens"] == 42 and message["usage"]["output_tokens"] > 0

@@ -40,16 +40,37 @@ def tool_request(**overrides):
     return request(tools=[WEATHER_TOOL, TIME_TOOL], messages=messages, **overrides)
 
 
+GENERATED_ID = re.compile(r"toolu_01[1-9A-HJ-NP-Za-km-z]{22}")
+
+
 def expected_blocks(answer: Answer) -> list[dict]:
+    """The fake worker's ids (call_…) are not Anthropic's: Parley gives each call a toolu_01… id."""
     blocks = [{"type": "text", "text": answer.text}] if answer.text else []
     return blocks + [
-        {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments} for call in answer.tool_calls
+        {"type": "tool_use", "id": "toolu_01<generated>", "name": call.name, "input": call.arguments}
+        for call in answer.tool_calls
     ]
 
 
 def blocks_of(content: list) -> list[dict]:
     keys = {"text": ("type", "text"), "tool_use": ("type", "id", "name", "input")}
-    return [{key: block[key] for key in keys[block["type"]]} for block in content]
+    blocks = [{key: block[key] for key in keys[block["type"]]} for block in content]
+    for block in blocks:
+        if block["type"] == "tool_use" and GENERATED_ID.fullmatch(block["id"]):
+            block["id"] = "toolu_01<generated>"
+    return blocks
+
+
+def without_ids(message) -> dict:
+    """The message without its id, and its generated (random) tool ids masked."""
+    dumped = without_id(message)
+    dumped["content"] = [
+        {**block, "id": "toolu_01<generated>"}
+        if block["type"] == "tool_use" and GENERATED_ID.fullmatch(block["id"])
+        else block
+        for block in dumped["content"]
+    ]
+    return dumped
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -59,7 +80,7 @@ def test_tool_calls_become_tool_use_blocks(client, http, worker, case):
 
     assert buffered.stop_reason == "tool_use"
     assert blocks_of([block.model_dump() for block in buffered.content]) == expected_blocks(answer)
-    assert without_id(streamed) == without_id(buffered)
+    assert without_ids(streamed) == without_ids(buffered)
 
     _, result = stream_raw(http, worker, answer, **tool_request())
     assert result.stop_reason == "tool_use"
@@ -106,7 +127,7 @@ def test_thinking_then_tool_call(client, http, worker, flavour):
     assert [block.type for block in buffered.content] == ["thinking", "tool_use"]
     assert buffered.content[0].thinking == "I need the weather tool."
     assert (buffered.content[1].name, buffered.content[1].input) == ("get_weather", PARIS.arguments)
-    assert without_id(streamed) == without_id(buffered)
+    assert without_ids(streamed) == without_ids(buffered)
 
     _, result = stream_raw(http, worker, answer, **params)
     assert [block["type"] for block in result.content] == ["thinking", "tool_use"]

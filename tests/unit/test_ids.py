@@ -22,3 +22,24 @@ def test_every_base58_digit_is_about_equally_likely():
     expected = 5000 * 22 / 58
     assert set(counts) == set(_BASE58)
     assert all(0.85 * expected < count < 1.15 * expected for count in counts.values()), counts
+
+
+def test_only_anthropic_shaped_tool_use_ids_are_kept_from_workers():
+    from parley.core.ids import is_tool_use_id, is_valid_tool_id
+    from parley.core.response import tool_use_id
+
+    for kept in ("toolu_01A09q90qw90lq917835lq9", "toolu_vrtx_01X", "toolu_" + "a" * 122):
+        assert is_tool_use_id(kept) and tool_use_id(kept) == kept
+    for replaced in (
+        "chatcmpl-tool-8e8b1c",
+        "call_abc",
+        "toolu_",
+        "toolu_01 x",
+        "toolu_01x\n",
+        "toolu_" + "a" * 123,
+        7,
+        None,
+    ):
+        assert not is_tool_use_id(replaced)
+        assert re.fullmatch(f"toolu_01[{_BASE58}]{{22}}", tool_use_id(replaced))
+    assert not is_valid_tool_id("call_1\n")  # the whole id must match the pattern

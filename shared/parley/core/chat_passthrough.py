@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 _DONE = b"data: [DONE]\n\n"
+_UNSENDABLE = "The worker's answer holds JSON Parley cannot send on (nested too deeply)."
 PING = b": ping\n\n"
 
 
@@ -120,10 +121,17 @@ def _completion_estimate(answer: dict[str, Any]) -> int:
 
 
 def answer_for_client(answer: dict[str, Any], model: str, prompt_estimate: int = 0) -> dict[str, Any]:
-    """The worker's answer under the client's model name, its usage checked (`chat_usage_for_client`)."""
+    """The worker's answer under the client's model name, its usage checked (`chat_usage_for_client`).
+    An answer the app could not encode (nested deeper than orjson writes) is an ApiError."""
+    if not isinstance(answer, dict):
+        raise ApiError("The worker's answer is not a JSON object.")
     client_answer = {**answer, "model": model}
     if "usage" in answer:
         client_answer["usage"] = chat_usage_for_client(answer["usage"], prompt_estimate, _completion_estimate(answer))
+    try:
+        orjson.dumps(client_answer)
+    except orjson.JSONEncodeError:
+        raise ApiError(_UNSENDABLE) from None
     return client_answer
 
 
@@ -197,4 +205,7 @@ class ChatStreamRelay:
             chunk["usage"] = chat_usage_for_client(chunk["usage"], self._prompt_estimate, self._output_estimate)
         if "model" in chunk:
             chunk["model"] = self._model
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        try:
+            return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads deeper)
+            return self.fail(ApiError(_UNSENDABLE))

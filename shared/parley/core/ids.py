@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import secrets
 
-__all__ = ["is_valid_tool_id", "new_message_id", "new_request_id", "new_tool_use_id"]
+__all__ = ["is_tool_use_id", "is_valid_tool_id", "new_message_id", "new_request_id", "new_tool_use_id"]
 
 _BASE58 = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_TOOL_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+_TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
+_TOOL_USE_ID = re.compile(r"toolu_[a-zA-Z0-9_-]{1,122}")  # 128 characters at most
 # A random byte below 232 (4 x 58) is an unbiased base-58 digit; bytes from 232 up are dropped.
 _DIGIT_OF_BYTE = bytes(_BASE58[byte % 58] for byte in range(256))
 _UNEVEN_BYTES = bytes(range(4 * 58, 256))
@@ -34,5 +35,12 @@ def new_request_id() -> str:
 
 
 def is_valid_tool_id(value: object) -> bool:
-    """Anthropic's tool_use id pattern, which clients send back verbatim."""
-    return isinstance(value, str) and _TOOL_ID.match(value) is not None
+    """Anthropic's tool id pattern `^[a-zA-Z0-9_-]+$` (the whole string: no newline at its end)."""
+    return isinstance(value, str) and _TOOL_ID.fullmatch(value) is not None
+
+
+def is_tool_use_id(value: object) -> bool:
+    """An id in the shape of Anthropic's own tool_use ids: `toolu_` and that pattern, 128 characters
+    at most. A worker's id that is one is kept in answers; any other (vLLM's `chatcmpl-tool-…`,
+    `call_…`) is replaced, so clients see the ids they would see from Anthropic."""
+    return isinstance(value, str) and _TOOL_USE_ID.fullmatch(value) is not None

@@ -5,25 +5,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from .errors import ApiError
-from .ids import is_valid_tool_id, new_tool_use_id
-from .tokens import estimate_text_tokens, worker_token_count_or
+from .ids import is_tool_use_id, new_tool_use_id
+from .tokens import estimate_tokens_of_size, worker_token_count_or
+from .tool_input import arguments_to_input
 
 NAMELESS_TOOL_CALL = "The worker sent a tool call without a function name."
+THINKING_SIGNATURE = ""
+"""The signature of a thinking block: workers sign nothing, so it is empty, buffered and streamed."""
+FINISH_REASONS = frozenset(("stop", "length", "tool_calls", "function_call", "content_filter"))
+"""The finish reasons of an answer the worker completed; any other means it did not."""
 
 __all__ = [
+    "FINISH_REASONS",
     "NAMELESS_TOOL_CALL",
+    "THINKING_SIGNATURE",
     "AnswerContext",
     "StopReason",
     "chat_to_message",
+    "finish_error",
     "finish_to_stop_reason",
     "message_shell",
+    "odd_field",
+    "reasoning_in",
     "reasoning_of",
+    "text_in",
     "tool_arguments_to_input",
     "tool_use_id",
     "usage_to_anthropic",
+    "utf8_size",
 ]
 
 
@@ -44,10 +54,27 @@ class StopReason:
     stop_sequence: str | None = None
 
 
+def finish_error(finish_reason: Any) -> ApiError | None:
+    """The error for a finish_reason that says the worker did not finish its answer (vLLM's
+    `abort` and `error`, any string Parley does not know, anything not a string); None for the
+    known ones and for none at all (null, or "", which some servers send instead)."""
+    if finish_reason is None:
+        return None
+    if isinstance(finish_reason, str):
+        if finish_reason == "" or finish_reason in FINISH_REASONS:
+            return None
+        shown = repr(finish_reason[:64] + ("…" if len(finish_reason) > 64 else ""))
+        return ApiError(f"The worker stopped its answer with finish_reason {shown}: the answer is incomplete.")
+    return ApiError(
+        "The worker stopped its answer with a finish_reason that is not a string: the answer is incomplete."
+    )
+
+
 def finish_to_stop_reason(
     finish_reason: str | None, matched_stop: Any, stop_sequences: tuple[str, ...], has_tool_calls: bool
 ) -> StopReason:
-    """Map a worker's finish_reason (and matched stop string, if it reports one) to Anthropic's.
+    """Map a worker's finish_reason (one `finish_error` lets pass) and matched stop string, if it
+    reports one, to Anthropic's.
 
     vLLM reports the matched string in `choices[].stop_reason`, SGLang in `matched_stop`; either
     may instead hold a token id, which is the end of turn. Ollama ends tool calls with "stop".
@@ -85,82 +112,147 @@ def usage_to_anthropic(usage: Any, input_estimate: int, output_estimate: int) ->
     }
 
 
-def tool_arguments_to_input(arguments: Any) -> Any:
-    """The tool input object: "" → {}, a JSON object → itself, anything else kept as the raw string.
+def utf8_size(text: str) -> int:
+    """The bytes of `text` in UTF-8 (for estimates; a lone surrogate counts, never raises)."""
+    return len(text.encode("utf-8", "surrogatepass"))
 
-    Some servers (Ollama) send arguments as an object already. Malformed JSON is kept as it
-    came rather than dropped, so the client's tool reports the error to the model.
-    """
-    if isinstance(arguments, dict):
-        return arguments
-    if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-        return {}
-    try:
-        parsed = orjson.loads(arguments)
-    except (orjson.JSONDecodeError, TypeError):
-        return arguments
-    return parsed if isinstance(parsed, dict) else arguments
+
+def odd_field(where: str, path: str, expected: str) -> ApiError:
+    """A field Parley reads, of the wrong type: `where` is "answer" or "stream chunk"."""
+    return ApiError(f"The worker's {where} has {path} that is not {expected}.")
+
+
+def tool_arguments_to_input(arguments: Any, name: str | None = None) -> dict[str, Any]:
+    """The tool input object (`tool_input.arguments_to_input`): "" or null → {}, an object or its
+    text → itself, a prefix of one (a call cut short) → completed, anything else → ApiError."""
+    return arguments_to_input(arguments, name)
 
 
 def tool_use_id(worker_id: Any) -> str:
-    """The worker's id when it is a valid Anthropic tool id (it comes back in tool_result)."""
-    return worker_id if is_valid_tool_id(worker_id) else new_tool_use_id()
+    """The worker's id when it is already an Anthropic tool_use id (`toolu_…`), else a new one."""
+    return worker_id if is_tool_use_id(worker_id) else new_tool_use_id()
 
 
 def reasoning_of(fields: dict[str, Any]) -> str | None:
-    """vLLM and llama.cpp say reasoning_content; newer vLLM, Ollama and OpenRouter say reasoning."""
+    """vLLM and llama.cpp say reasoning_content; newer vLLM, Ollama and OpenRouter say reasoning.
+    Lenient (for estimates of what passes through): a value that is not a string is none."""
     value = fields.get("reasoning_content")
     if not value:
         value = fields.get("reasoning")
     return value if isinstance(value, str) and value else None
 
 
-def _first_choice(completion: dict[str, Any]) -> dict[str, Any]:
+def reasoning_in(fields: dict[str, Any], where: str, path: str) -> str | None:
+    """`reasoning_of` for the translations: a reasoning field that is not a string is an error."""
+    for name in ("reasoning_content", "reasoning"):
+        value = fields.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise odd_field(where, f"{path}.{name}", "a string")
+        if value:
+            return value
+    return None
+
+
+def text_in(content: Any, where: str, path: str) -> str:
+    """The text of a message's (or delta's) `content`: a string, null, or a list of parts whose
+    `text` is joined (parts without text, such as images, add nothing)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise odd_field(where, path, "a string or a list")
+    texts: list[str] = []
+    for position, part in enumerate(content):
+        if not isinstance(part, dict):
+            raise odd_field(where, f"{path}[{position}]", "an object")
+        text = part.get("text")
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            raise odd_field(where, f"{path}[{position}].text", "a string")
+        texts.append(text)
+    return "".join(texts)
+
+
+def _first_choice(completion: Any) -> dict[str, Any]:
+    if not isinstance(completion, dict):
+        raise ApiError("The worker's answer is not a JSON object.")
     choices = completion.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+    if not isinstance(choices, list) or not choices:
         raise ApiError("The worker's answer has no choices.")
+    if not isinstance(choices[0], dict):
+        raise odd_field("answer", "choices[0]", "an object")
     return choices[0]
 
 
-def chat_to_message(completion: dict[str, Any], context: AnswerContext) -> dict[str, Any]:
+def _tool_use(call: Any, path: str) -> dict[str, Any]:
+    if not isinstance(call, dict):
+        raise odd_field("answer", path, "an object")
+    function = call.get("function")
+    if function is None:
+        raise ApiError(NAMELESS_TOOL_CALL)
+    if not isinstance(function, dict):
+        raise odd_field("answer", f"{path}.function", "an object")
+    name = function.get("name")
+    if name is not None and not isinstance(name, str):
+        raise odd_field("answer", f"{path}.function.name", "a string")
+    if not name:
+        raise ApiError(NAMELESS_TOOL_CALL)
+    worker_id = call.get("id")
+    if worker_id is not None and not isinstance(worker_id, str):
+        raise odd_field("answer", f"{path}.id", "a string")
+    return {
+        "type": "tool_use",
+        "id": tool_use_id(worker_id),
+        "name": name,
+        "input": tool_arguments_to_input(function.get("arguments"), name),
+    }
+
+
+def chat_to_message(completion: Any, context: AnswerContext) -> dict[str, Any]:
+    """A chat.completion → the Anthropic message. Any field Parley reads that has the wrong type,
+    and a finish_reason that says the worker did not finish, is an ApiError naming it.
+
+    Content order: thinking, text, tool_use (an OpenAI message does not say where its text stood
+    among its tool calls). Whitespace-only text is no text block when there are tool calls.
+    """
     choice = _first_choice(completion)
-    message = choice.get("message") or {}
+    unfinished = finish_error(choice.get("finish_reason"))
+    if unfinished is not None:
+        raise unfinished
+    message = choice.get("message")
+    if message is None:
+        message = {}
+    elif not isinstance(message, dict):
+        raise odd_field("answer", "choices[0].message", "an object")
+    reasoning = reasoning_in(message, "answer", "choices[0].message")
+    text = text_in(message.get("content"), "answer", "choices[0].message.content")
+    calls = message.get("tool_calls")
+    if calls is None:
+        calls = []
+    elif not isinstance(calls, list):
+        raise odd_field("answer", "choices[0].message.tool_calls", "a list")
+    tool_uses = [_tool_use(call, f"choices[0].message.tool_calls[{n}]") for n, call in enumerate(calls)]
     content: list[dict[str, Any]] = []
-    output_chars = ""
-    reasoning = reasoning_of(message)
     if reasoning and context.thinking:
-        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
-    text = message.get("content")
-    if isinstance(text, list):
-        text = "".join(part.get("text", "") for part in text if isinstance(part, dict))
-    if isinstance(text, str) and text:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": THINKING_SIGNATURE})
+    if text and not (tool_uses and text.isspace()):
         content.append({"type": "text", "text": text})
-        output_chars += text
-    tool_calls = message.get("tool_calls") or []
-    for call in tool_calls:
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or not function.get("name"):
-            raise ApiError(NAMELESS_TOOL_CALL)
-        arguments = function.get("arguments")
-        content.append(
-            {
-                "type": "tool_use",
-                "id": tool_use_id(call.get("id")),
-                "name": function["name"],
-                "input": tool_arguments_to_input(arguments),
-            }
-        )
-        output_chars += arguments if isinstance(arguments, str) else ""
+    content += tool_uses
+    output = [text, reasoning or ""]
+    output += (arguments for call in calls if isinstance(arguments := call["function"].get("arguments"), str))
+    output_size = sum(map(utf8_size, output))
     stop = finish_to_stop_reason(
         choice.get("finish_reason"),
         choice.get("stop_reason", choice.get("matched_stop")),
         context.stop_sequences,
-        bool(tool_calls),
+        bool(tool_uses),
     )
     usage = usage_to_anthropic(
-        completion.get("usage"),
-        context.input_tokens_estimate,
-        estimate_text_tokens(output_chars + (reasoning or "")),
+        completion.get("usage"), context.input_tokens_estimate, estimate_tokens_of_size(output_size)
     )
     return message_shell(context, content, stop.stop_reason, stop.stop_sequence, usage)
 

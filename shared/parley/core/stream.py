@@ -5,13 +5,24 @@ the events to send, as `(event_name, data)` pairs; it does no I/O and keeps no c
 
 The Anthropic grammar it guarantees: `message_start`, then content blocks strictly one after
 another (`content_block_start`, deltas of the block's own kind at its own index,
-`content_block_stop`), never an empty text block, then one `message_delta` with the stop
-reason and cumulative usage, then `message_stop`. A stream that fails ends with one `error`
-event instead.
+`content_block_stop`), never an empty text block, a thinking block's last delta a
+`signature_delta`, then one `message_delta` with the stop reason and cumulative usage, then
+`message_stop`. A stream that fails ends with one `error` event instead: the worker's error, a
+chunk Parley cannot read (a field of the wrong type, named), a finish_reason that says the worker
+did not finish (`abort`, `error`, any other unknown), or tool arguments that stop being the start
+of a JSON object. The worker is never trusted to be well formed: every event sent is.
 
-Parallel tool calls: the block of one call is open at a time and its argument fragments are
-streamed as they arrive. A call that starts while another is open takes over once the open
-call's arguments form a complete JSON value (every known server sends calls one after
+Text: whitespace-only text with no text block open is held; it opens the text block, first, when
+text that is not whitespace follows; it is dropped when a tool call starts; at the end it is a
+text block only if the answer had no tool calls (vLLM's hermes parser sends "\n\n" around calls).
+Text after a tool call is a text block after the tool block, in arrival order.
+
+Tool arguments are checked as they arrive (`tool_input.ObjectPrefix`) and forwarded as
+`input_json_delta` only while their concatenation is still the start of one JSON object; a call
+cut short (finish_reason `length`) gets one last delta with the suffix that completes it, so the
+client's tool input is always an object, the same the buffered answer gives. Parallel tool calls:
+the block of one call is open at a time. A call that starts while another is open takes over once
+the open call's arguments form a complete object (every known server sends calls one after
 another); until then its fragments are held and sent as soon as its block opens.
 """
 
@@ -25,15 +36,21 @@ import orjson
 from .errors import ApiError, ParleyError, error_body, worker_error
 from .response import (
     NAMELESS_TOOL_CALL,
+    THINKING_SIGNATURE,
     AnswerContext,
+    finish_error,
     finish_to_stop_reason,
     message_shell,
-    reasoning_of,
+    odd_field,
+    reasoning_in,
+    text_in,
     tool_use_id,
     usage_to_anthropic,
+    utf8_size,
 )
 from .sse import SSEDecoder
 from .tokens import estimate_tokens_of_size, worker_token_count
+from .tool_input import ObjectPrefix, arguments_error
 
 __all__ = ["ChatToMessagesStream", "Event", "WorkerSSETranslator"]
 
@@ -41,25 +58,16 @@ Event = tuple[str, dict[str, Any]]
 
 PING: Event = ("ping", {"type": "ping"})
 
+_CHUNK = "stream chunk"
+
 
 @dataclass(slots=True)
 class _ToolCall:
-    worker_id: Any
+    worker_id: str | None
     name: str | None
-    arguments: list[str] = field(default_factory=list)
-    block_index: int | None = None
-    closed: bool = False
-
-    @property
-    def complete(self) -> bool:
-        text = "".join(self.arguments).strip()
-        if not text.endswith("}"):
-            return False
-        try:
-            orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return False
-        return True
+    arguments: ObjectPrefix = field(default_factory=ObjectPrefix)
+    held: list[str] = field(default_factory=list)  # fragments not sent yet
+    closed: bool = False  # its block has ended
 
 
 class ChatToMessagesStream:
@@ -70,10 +78,12 @@ class ChatToMessagesStream:
         self._next_index = 0
         self._open_kind: str | None = None
         self._open_tool: _ToolCall | None = None
-        self._calls_by_worker_index: dict[Any, _ToolCall] = {}
+        self._calls_by_worker_index: dict[int, _ToolCall] = {}
         self._waiting_tools: list[_ToolCall] = []
+        self._held_text: list[str] = []  # whitespace-only text, no text block open
         self._has_tool_calls = False
         self._finish_reason: str | None = None
+        self._unfinished: ApiError | None = None  # the finish_reason said the answer is incomplete
         self._matched_stop: Any = None
         self._worker_usage: dict[str, Any] | None = None
         self._seen_done = False
@@ -106,21 +116,13 @@ class ChatToMessagesStream:
         return self._take()
 
     def feed(self, chunk: Any) -> list[Event]:
+        """One parsed chunk (any JSON value: what is not a chunk Parley can read fails the stream)."""
         if self.finished:
             return []
-        if not isinstance(chunk, dict):
-            return self.fail(ApiError("The worker sent a stream chunk that is not a JSON object."))
-        if "error" in chunk and not chunk.get("choices"):
-            return self.fail(_chunk_error(chunk["error"]))
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self._worker_usage = usage
-        self._start(usage if isinstance(usage, dict) else None)
-        choices = chunk.get("choices")
-        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-            self._choice(choices[0])
-        if self._finish_reason is not None and self._worker_usage is not None:
-            self._end()
+        try:
+            self._chunk(chunk)
+        except ParleyError as error:
+            return self.fail(error)
         return self._take()
 
     def feed_data(self, data: str) -> list[Event]:
@@ -144,8 +146,11 @@ class ChatToMessagesStream:
             return []
         if self._finish_reason is None and not self._seen_done:
             return self.fail(ApiError("The worker's stream ended before the answer was complete."))
-        self._start(None)
-        self._end()
+        try:
+            self._start(None)
+            self._end()
+        except ParleyError as error:
+            return self.fail(error)
         return self._take()
 
     def fail(self, error: ParleyError) -> list[Event]:
@@ -159,7 +164,8 @@ class ChatToMessagesStream:
 
     @property
     def usage(self) -> dict[str, int]:
-        """Usage so far: the worker's figures where it gave them, estimates otherwise."""
+        """Usage so far: the worker's figures where it gave them, estimates otherwise (also after
+        the stream failed, for metering)."""
         return usage_to_anthropic(
             self._worker_usage,
             self._context.input_tokens_estimate,
@@ -181,44 +187,74 @@ class ChatToMessagesStream:
         message = message_shell(self._context, [], None, None, start_usage)
         self._events.append(("message_start", {"type": "message_start", "message": message}))
 
+    def _chunk(self, chunk: Any) -> None:
+        if not isinstance(chunk, dict):
+            raise ApiError("The worker sent a stream chunk that is not a JSON object.")
+        choices = chunk.get("choices")
+        if "error" in chunk and not choices:
+            raise _chunk_error(chunk["error"])
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._worker_usage = usage
+        self._start(usage if isinstance(usage, dict) else None)
+        if choices is not None and not isinstance(choices, list):
+            raise odd_field(_CHUNK, "choices", "a list")
+        if choices and self._unfinished is None:
+            if not isinstance(choices[0], dict):
+                raise odd_field(_CHUNK, "choices[0]", "an object")
+            self._choice(choices[0])
+        if self._finish_reason is not None and self._worker_usage is not None:
+            self._end()
+
     def _choice(self, choice: dict[str, Any]) -> None:
         delta = choice.get("delta")
-        if isinstance(delta, dict):
-            reasoning = reasoning_of(delta)
-            if reasoning:
-                self._output_bytes += len(reasoning.encode())
-                if self._context.thinking:
-                    self._thinking(reasoning)
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                self._output_bytes += len(content.encode())
-                self._text(content)
-            tool_calls = delta.get("tool_calls")
-            if isinstance(tool_calls, list):
-                for position, call in enumerate(tool_calls):
-                    if isinstance(call, dict):
-                        self._tool_delta(call, position)
+        if delta is not None:
+            if not isinstance(delta, dict):
+                raise odd_field(_CHUNK, "choices[0].delta", "an object")
+            self._delta_of_choice(delta)
         finish_reason = choice.get("finish_reason")
-        if finish_reason:
-            self._finish_reason = finish_reason
+        if finish_reason is None or finish_reason == "":
+            return
+        self._finish_reason = finish_reason
+        self._unfinished = finish_error(finish_reason)
+        if self._unfinished is None:  # else the stream fails at its end, with the usage so far
             self._matched_stop = choice.get("stop_reason", choice.get("matched_stop"))
             self._close_all_blocks()
 
-    def _open_block(self, kind: str, block: dict[str, Any]) -> int:
+    def _delta_of_choice(self, delta: dict[str, Any]) -> None:
+        reasoning = reasoning_in(delta, _CHUNK, "choices[0].delta")
+        if reasoning:
+            self._output_bytes += utf8_size(reasoning)
+            if self._context.thinking:
+                self._thinking(reasoning)
+        content = text_in(delta.get("content"), _CHUNK, "choices[0].delta.content")
+        if content:
+            self._output_bytes += utf8_size(content)
+            self._text(content)
+        tool_calls = delta.get("tool_calls")
+        if tool_calls is None:
+            return
+        if not isinstance(tool_calls, list):
+            raise odd_field(_CHUNK, "choices[0].delta.tool_calls", "a list")
+        for position, call in enumerate(tool_calls):
+            self._tool_delta(call, position, f"choices[0].delta.tool_calls[{position}]")
+
+    def _open_block(self, kind: str, block: dict[str, Any]) -> None:
         index = self._next_index
         self._next_index += 1
         self._open_kind = kind
         self._events.append(
             ("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
         )
-        return index
 
     def _close_open_block(self) -> None:
         if self._open_kind is None:
             return
         if self._open_tool is not None:
-            self._open_tool.closed = True
-            self._open_tool = None
+            call, self._open_tool = self._open_tool, None
+            self._complete_arguments(call)
+        elif self._open_kind == "thinking":
+            self._delta({"type": "signature_delta", "signature": THINKING_SIGNATURE})
         self._events.append(("content_block_stop", {"type": "content_block_stop", "index": self._next_index - 1}))
         self._open_kind = None
 
@@ -231,71 +267,130 @@ class ChatToMessagesStream:
         )
 
     def _text(self, text: str) -> None:
-        if self._open_kind != "text":
-            self._close_all_blocks()
-            self._open_block("text", {"type": "text", "text": ""})
+        if self._open_kind == "text":
+            self._delta({"type": "text_delta", "text": text})
+            return
+        if text.isspace():
+            self._held_text.append(text)
+            return
+        if self._held_text:
+            text = "".join(self._held_text) + text
+            self._held_text.clear()
+        self._close_all_blocks()
+        self._open_block("text", {"type": "text", "text": ""})
         self._delta({"type": "text_delta", "text": text})
 
     def _thinking(self, text: str) -> None:
         if self._open_kind != "thinking":
             self._close_all_blocks()
-            self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+            self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": THINKING_SIGNATURE})
         self._delta({"type": "thinking_delta", "thinking": text})
 
-    def _tool_delta(self, delta: dict[str, Any], position: int) -> None:
-        function = delta.get("function") if isinstance(delta.get("function"), dict) else {}
-        worker_index = delta.get("index", position)
+    def _tool_delta(self, delta: Any, position: int, path: str) -> None:
+        if not isinstance(delta, dict):
+            raise odd_field(_CHUNK, path, "an object")
+        worker_index = delta.get("index")
+        if worker_index is None:
+            worker_index = position
+        elif type(worker_index) is not int:
+            raise odd_field(_CHUNK, f"{path}.index", "an integer")
         worker_id = delta.get("id")
+        if worker_id is not None and not isinstance(worker_id, str):
+            raise odd_field(_CHUNK, f"{path}.id", "a string")
+        function = delta.get("function")
+        if function is None:
+            function = {}
+        elif not isinstance(function, dict):
+            raise odd_field(_CHUNK, f"{path}.function", "an object")
         name = function.get("name")
-        arguments = function.get("arguments")
-        if isinstance(arguments, dict):
-            arguments = orjson.dumps(arguments).decode()
+        if name is not None and not isinstance(name, str):
+            raise odd_field(_CHUNK, f"{path}.function.name", "a string")
         call = self._calls_by_worker_index.get(worker_index)
         if call is None or (worker_id and call.worker_id and worker_id != call.worker_id):
             # A new call; Ollama may number every call 0, so a new id also means a new call.
-            call = _ToolCall(worker_id=worker_id, name=name or None)
+            call = _ToolCall(worker_id=worker_id or None, name=name or None)
             self._calls_by_worker_index[worker_index] = call
             self._has_tool_calls = True
+            self._held_text.clear()
             self._waiting_tools.append(call)
         else:
             if worker_id and not call.worker_id:
                 call.worker_id = worker_id
             if name and not call.name:
                 call.name = name
-        if isinstance(arguments, str) and arguments:
-            self._output_bytes += len(arguments.encode())
-            call.arguments.append(arguments)
-            if call is self._open_tool:
-                self._delta({"type": "input_json_delta", "partial_json": arguments})
+        self._arguments(call, function.get("arguments"))
         if self._waiting_tools:
             self._advance_tools()
+
+    def _arguments(self, call: _ToolCall, arguments: Any) -> None:
+        """A fragment of a call's arguments: checked, then sent (or held until its block opens)."""
+        if arguments is None:
+            return
+        if isinstance(arguments, dict):  # a server that sends the whole object
+            try:
+                arguments = orjson.dumps(arguments).decode()
+            except orjson.JSONEncodeError:
+                raise arguments_error(call.name) from None
+        if not isinstance(arguments, str):
+            raise arguments_error(call.name)
+        if not arguments:
+            return
+        self._output_bytes += utf8_size(arguments)
+        if not call.arguments.feed(arguments):
+            raise arguments_error(call.name, call.arguments)
+        if call.closed:  # whitespace after the object of a call whose block has ended
+            return
+        if call is self._open_tool and not call.held and not call.arguments.empty:
+            self._delta({"type": "input_json_delta", "partial_json": arguments})
+            return
+        call.held.append(arguments)
+        if call is self._open_tool:
+            self._send_held(call)
+
+    def _send_held(self, call: _ToolCall) -> None:
+        """The held fragments of the open call, once there is more than whitespace: the SDK's
+        accumulator parses every fragment's concatenation and refuses one of whitespace only."""
+        if call.held and not call.arguments.empty:
+            text = call.held[0] if len(call.held) == 1 else "".join(call.held)
+            call.held.clear()
+            self._delta({"type": "input_json_delta", "partial_json": text})
+
+    def _complete_arguments(self, call: _ToolCall) -> None:
+        """Close a call's arguments: a prefix cut short gets the suffix that completes it."""
+        call.closed = True
+        self._send_held(call)
+        arguments = call.arguments
+        if arguments.empty or arguments.complete:
+            call.held.clear()
+            return
+        suffix = arguments.completion()
+        if suffix is None:
+            raise arguments_error(call.name, arguments)
+        arguments.feed(suffix)
+        self._delta({"type": "input_json_delta", "partial_json": suffix})
 
     def _advance_tools(self) -> None:
         """Open the next waiting call once the open one is complete; its held fragments go first."""
         while self._waiting_tools and self._waiting_tools[0].name:
-            if self._open_tool is not None and not self._open_tool.complete:
+            if self._open_tool is not None and not self._open_tool.arguments.complete:
                 return
             self._open_tool_block(self._waiting_tools.pop(0))
 
     def _open_tool_block(self, call: _ToolCall) -> None:
         if self._open_kind is not None:
             self._close_open_block()
-        call.block_index = self._open_block(
+        self._open_block(
             "tool_use",
             {"type": "tool_use", "id": tool_use_id(call.worker_id), "name": call.name or "", "input": {}},
         )
         self._open_tool = call
-        if call.arguments:
-            self._delta({"type": "input_json_delta", "partial_json": "".join(call.arguments)})
+        self._send_held(call)
 
     def _close_all_blocks(self) -> None:
         """Close the open block, then send every held tool call whole, in order. A held call that
         never got a name cannot be a tool_use block (clients require one): the stream fails."""
         if any(not call.name for call in self._waiting_tools):
-            self._waiting_tools.clear()
-            self._events.append(("error", error_body(ApiError(NAMELESS_TOOL_CALL))))
-            self.finished = True
-            return
+            raise ApiError(NAMELESS_TOOL_CALL)
         self._close_open_block()
         while self._waiting_tools:
             call = self._waiting_tools.pop(0)
@@ -305,9 +400,14 @@ class ChatToMessagesStream:
     def _end(self) -> None:
         if self.finished:
             return
+        if self._unfinished is not None:
+            raise self._unfinished
         self._close_all_blocks()
-        if self.finished:
-            return
+        if self._held_text and not self._has_tool_calls:
+            self._open_block("text", {"type": "text", "text": ""})
+            self._delta({"type": "text_delta", "text": "".join(self._held_text)})
+            self._close_open_block()
+        self._held_text.clear()
         stop = finish_to_stop_reason(
             self._finish_reason, self._matched_stop, self._context.stop_sequences, self._has_tool_calls
         )
@@ -332,7 +432,7 @@ def _chunk_error(error: Any) -> ParleyError:
         code = error.get("code")
         if isinstance(code, int) and 400 <= code < 600:
             status = code
-        elif isinstance(code, str) and code.isdigit():
+        elif isinstance(code, str) and code.isascii() and code.isdigit() and 400 <= int(code) < 600:
             status = int(code)
     return worker_error(status, {"error": error})
 
