@@ -182,7 +182,9 @@ _WORKER_NUMBERS = {"weight": float, "max_output_tokens": int, "context_tokens": 
 
 
 def _worker_spec(spec: str) -> dict[str, Any]:
-    """`url=…,model=…[,key=env:NAME][,api=anthropic][,weight=2][,tokenize][,images=false]…`"""
+    """`url=…,model=…[,key=env:NAME][,api=anthropic][,weight=2][,tokenize][,images=false]…`; a flag
+    without a value is true, `=false` (no, 0) false, and a flag not given keeps the worker's default
+    (for `tokenize`: learn whether the worker tokenizes)."""
     options: dict[str, Any] = {}
     for part in filter(None, (piece.strip() for piece in spec.split(","))):
         name, _, value = part.partition("=")
@@ -264,13 +266,13 @@ def _routes(args: argparse.Namespace) -> int:
                 w.api,
                 f"{w.weight:g}",
                 str(w.max_output_tokens or ""),
+                {True: "worker", False: "estimate", None: "learn"}[w.tokenize],
             ]
             for r in store.load()
             for w in r.workers
         ]
-        print(
-            _table(rows, ["MODEL", "ACCOUNT", "ALIASES", "WORKER URL", "WORKER MODEL", "API", "WEIGHT", "MAX OUTPUT"])
-        )
+        headers = ["MODEL", "ACCOUNT", "ALIASES", "WORKER URL", "WORKER MODEL", "API", "WEIGHT", "MAX OUTPUT", "TOKENS"]
+        print(_table(rows, headers))
     elif args.routes_command == "remove":
         if not store.remove(args.model, args.account):
             print(f"no route {args.model}", file=sys.stderr)
@@ -328,7 +330,9 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="another worker (repeatable): url=…,model=…[,key=env:NAME|secretsmanager:ID|ssm:NAME]"
         "[,api=openai|anthropic][,weight=N][,max_output_tokens=N][,context_tokens=N]"
-        "[,tokenize][,images=false][,files][,adapt_tool_schemas][,short_tool_ids][,continuous_usage]",
+        "[,tokenize|tokenize=false][,images=false][,files][,adapt_tool_schemas][,short_tool_ids][,continuous_usage]"
+        " (tokenize: always use the worker's POST /tokenize; tokenize=false: never; neither: Parley learns"
+        " whether it has one)",
     )
     add.add_argument("--account", help="an account's own route: only its keys see it; workers must be public https")
     add.add_argument("--connect-timeout", type=float, help="seconds (default 5)")

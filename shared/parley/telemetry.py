@@ -2,13 +2,16 @@
 
 In Lambda (AWS_LAMBDA_FUNCTION_NAME is set) the line is JSON through Powertools' Logger and the
 metrics are CloudWatch EMF through Powertools' Metrics; locally it is one readable console line.
-Neither ever carries an API key: only the key's public id.
+Neither ever carries an API key: only the key's public id. Every field of the console line is
+escaped (`log_field`): a client's model name or path cannot start a line of its own or pose as
+another field.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,9 +19,35 @@ from urllib.parse import urlsplit
 
 from .core.metering import Prices
 
-__all__ = ["RequestOutcome", "Telemetry", "worker_label"]
+__all__ = ["RequestOutcome", "Telemetry", "log_field", "log_text", "worker_label"]
 
 NAMESPACE = "Parley"
+
+
+# Control characters (C0, DEL, C1), the Unicode line and paragraph separators, the space that
+# separates fields, and the backslash that starts an escape.
+_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029\\]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+_UNSAFE_IN_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+
+
+def log_text(value: object) -> str:
+    """`value` (a message that may hold a worker's or a client's words) inside a log line: as
+    `log_field`, but spaces stay spaces."""
+    return _UNSAFE_IN_TEXT.sub(_escape, str(value))
+
+
+def log_field(value: object) -> str:
+    """`value` as one field of a console log line: what could end the line or the field shows as
+    an escape (\\n, \\r, \\t, \\\\, \\xNN for the space and other controls, \\u2028)."""
+    return _UNSAFE.sub(_escape, str(value))
 
 
 def worker_label(base_url: str) -> str:
@@ -112,11 +141,14 @@ class Telemetry:
 
 
 def _console_line(outcome: RequestOutcome) -> str:
-    line = f"{outcome.request_id} {outcome.method} {outcome.path} {outcome.status}"
+    field = log_field
+    line = f"{field(outcome.request_id)} {field(outcome.method)} {field(outcome.path)} {outcome.status}"
     if outcome.model:
-        line += f" model={outcome.model} worker={outcome.worker}"
+        line += f" model={field(outcome.model)} worker={field(outcome.worker)}"
+    if outcome.requested_model:
+        line += f" requested={field(outcome.requested_model)}"
     if outcome.key_id:
-        line += f" key={outcome.key_id}"
+        line += f" key={field(outcome.key_id)}"
     if outcome.input_tokens or outcome.output_tokens:
         line += f" tokens={outcome.input_tokens}+{outcome.output_tokens}"
     line += f" {outcome.latency_ms}ms"
@@ -125,7 +157,7 @@ def _console_line(outcome: RequestOutcome) -> str:
     if outcome.stream:
         line += " stream"
     if outcome.error_type:
-        line += f" error={outcome.error_type}"
+        line += f" error={field(outcome.error_type)}"
     if outcome.client_disconnected:
         line += " client-disconnected"
     return line

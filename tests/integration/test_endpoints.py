@@ -39,18 +39,21 @@ def test_anthropic_messages_alias_path(http, worker):
     assert result.text == "streamed from the alias path"
 
 
-def test_count_tokens_grows_with_the_prompt(client, worker):
+def test_count_tokens_is_the_workers_own_count(client, worker):
+    # The fake worker has vLLM's POST /tokenize, so Parley asks it (the estimate, for workers
+    # without one, grows with the prompt: test_worker_boundary.py).
     def count(**params) -> int:
         return client.messages.count_tokens(**{"model": MODEL, "messages": HELLO, **params}).input_tokens
 
-    short = count()
-    assert isinstance(short, int) and short > 0
-    longer = count(messages=[{"role": "user", "content": "Hello " * 200}])
-    assert longer > short + 100
-    assert count(system="You are a meticulous assistant who explains every step.") > short
-    assert count(tools=[WEATHER_TOOL]) > short
-    assert client.messages.count_tokens(model=ALIAS, messages=HELLO).input_tokens == short
-    assert worker.requests == [], "counting tokens must not run the model"
+    worker.token_count = 321
+    try:
+        assert count() == 321
+        assert count(tools=[WEATHER_TOOL]) == 321
+        assert client.messages.count_tokens(model=ALIAS, messages=HELLO).input_tokens == 321
+    finally:
+        worker.token_count = 1234
+    assert {seen["path"] for seen in worker.requests} == {"/tokenize"}, "counting tokens must not run the model"
+    assert worker.requests[1]["body"]["tools"][0]["function"]["name"] == WEATHER_TOOL["name"]
 
 
 def test_count_tokens_for_an_unknown_model_is_not_found(client):

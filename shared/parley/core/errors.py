@@ -6,6 +6,7 @@
     ├── BillingError             402 billing_error
     ├── PermissionDeniedError    403 permission_error
     ├── NotFoundError            404 not_found_error
+    ├── MethodNotAllowedError    405 invalid_request_error (Anthropic uses it for other 4xx too)
     ├── RequestTooLargeError     413 request_too_large
     ├── RateLimitError           429 rate_limit_error
     ├── ApiError                 500 api_error
@@ -13,11 +14,18 @@
     └── OverloadedError          529 overloaded_error
 
 `worker_error(status, body)` maps a worker's HTTP error to one of these, keeping the
-worker's own message.
+worker's own message (an HTML page is named, not passed on; a text body is cut to one clean
+line). `retry_after_seconds` reads a worker's `retry-after` header; only a delay it can trust
+reaches the client, in whole seconds.
 """
 
 from __future__ import annotations
 
+import email.utils
+import html
+import math
+import re
+import time
 from typing import Any
 
 __all__ = [
@@ -26,6 +34,7 @@ __all__ = [
     "BillingError",
     "GatewayTimeoutError",
     "InvalidRequestError",
+    "MethodNotAllowedError",
     "NotFoundError",
     "OverloadedError",
     "ParleyError",
@@ -33,6 +42,7 @@ __all__ = [
     "RateLimitError",
     "RequestTooLargeError",
     "error_body",
+    "retry_after_seconds",
     "worker_error",
 ]
 
@@ -77,6 +87,11 @@ class NotFoundError(ParleyError):
     type = "not_found_error"
 
 
+class MethodNotAllowedError(ParleyError):
+    status = 405
+    type = "invalid_request_error"
+
+
 class RequestTooLargeError(ParleyError):
     status = 413
     type = "request_too_large"
@@ -113,7 +128,60 @@ def error_body(error: ParleyError, request_id: str | None = None) -> dict[str, A
     return body
 
 
-def _worker_message(body: Any) -> str | None:
+_MAX_RETRY_AFTER_SECONDS = 86400
+_MAX_TEXT_MESSAGE = 500
+_MAX_TITLE = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A `retry-after` header's delay in seconds, or None if it gives none Parley can trust:
+    delay-seconds (an integer, or a decimal as some servers send) or an HTTP-date, in [0, 86400)."""
+    if not value or not value.isascii():
+        return None
+    value = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        seconds = float(value)
+    else:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:  # an HTTP-date is GMT; one without a zone is no HTTP-date
+            return None
+        seconds = max(0.0, moment.timestamp() - (time.time() if now is None else now))
+    return seconds if 0 <= seconds < _MAX_RETRY_AFTER_SECONDS else None
+
+
+def _whole_seconds(seconds: float) -> str:
+    return str(math.ceil(seconds))
+
+
+def _is_html(text: str, content_type: str | None) -> bool:
+    return (content_type or "").lower().startswith("text/html") or text.lstrip().startswith("<")
+
+
+def _html_message(page: str, status: int) -> str:
+    message = f"The worker answered HTTP {status} with an HTML page"
+    found = _TITLE.search(page)
+    title = " ".join(html.unescape(_TAG.sub("", found.group(1))).split()) if found else ""
+    title = _CONTROL.sub("", title)[:_MAX_TITLE]
+    return f"{message}: {title}" if title else message
+
+
+def _text_message(text: str) -> str | None:
+    """A plain-text body as one line a client can show: its first non-blank line, control
+    characters removed, at most 500 characters."""
+    for line in text.splitlines():
+        line = _CONTROL.sub("", line).strip()
+        if line:
+            return line[:_MAX_TEXT_MESSAGE]
+    return None
+
+
+def _worker_message(body: Any, status: int, content_type: str | None = None) -> str | None:
     """The human message inside an OpenAI-style (or Anthropic-style) error body."""
     if isinstance(body, dict):
         inner = body.get("error", body)
@@ -127,7 +195,22 @@ def _worker_message(body: Any) -> str | None:
             if isinstance(body.get(key), str) and body[key]:
                 return body[key]
     if isinstance(body, str) and body.strip():
-        return body.strip()[:2000]
+        return _html_message(body, status) if _is_html(body, content_type) else _text_message(body)
+    return None
+
+
+def _status_in_body(body: Any) -> int | None:
+    """The HTTP status an error body names (`code` or `status`, as vLLM and OpenAI put it)."""
+    if not isinstance(body, dict):
+        return None
+    for holder in (body.get("error"), body):
+        if isinstance(holder, dict):
+            for key in ("code", "status"):
+                value = holder.get(key)
+                if isinstance(value, str) and value.isascii() and value.isdigit():
+                    value = int(value)
+                if isinstance(value, int) and not isinstance(value, bool) and 400 <= value < 600:
+                    return value
     return None
 
 
@@ -143,18 +226,27 @@ _WORKER_STATUS_TO_ERROR: dict[int, type[ParleyError]] = {
 }
 
 
-def worker_error(status: int, body: Any, *, retry_after: str | None = None) -> ParleyError:
+def worker_error(
+    status: int, body: Any, *, retry_after: str | float | None = None, content_type: str | None = None
+) -> ParleyError:
     """Map a worker's HTTP error response to the Anthropic error a client should see.
 
     A worker's 401, 403 or 404 (wrong key, wrong model name) is the operator's misconfiguration,
-    not the caller's fault: it becomes a 500 that says so.
+    not the caller's fault: it becomes a 500 that says so. A 2xx here is an answer that was no
+    answer (an error body where a stream was due): the status its body names, else a 500.
+    `retry_after` is the worker's header as it came (or the seconds `retry_after_seconds` read
+    from it); the client gets it in whole seconds, or not at all if it is no delay.
     """
-    message = _worker_message(body) or f"The worker answered HTTP {status}."
-    error_class = _WORKER_STATUS_TO_ERROR.get(status)
-    if error_class is None:
-        error_class = ApiError
-    misconfigured = status in (401, 403, 404)
+    message = _worker_message(body, status, content_type)
+    if message is None:
+        message = f"The worker answered HTTP {status}" + (" without an event stream." if status < 400 else ".")
+    effective = (_status_in_body(body) or 500) if status < 400 else status
+    error_class = _WORKER_STATUS_TO_ERROR.get(effective, ApiError)
+    misconfigured = effective in (401, 403, 404)
     if misconfigured:
-        message = f"The worker rejected the route's configuration (HTTP {status}): {message}"
-    headers = {"retry-after": retry_after} if retry_after and error_class is RateLimitError else None
+        message = f"The worker rejected the route's configuration (HTTP {effective}): {message}"
+    seconds = retry_after_seconds(retry_after) if isinstance(retry_after, str) else retry_after
+    headers = None
+    if seconds is not None and error_class is RateLimitError:
+        headers = {"retry-after": _whole_seconds(seconds)}
     return error_class(message, headers=headers, should_retry=False if misconfigured else None)

@@ -29,7 +29,12 @@ class Worker:
     """One server that answers a route.
 
     `base_url` is what the worker's own SDK takes: an OpenAI base URL ends in /v1
-    (http://gpu:8000/v1); an Anthropic one does not (http://gpu:8000).
+    (http://gpu:8000/v1); an Anthropic one does not (http://gpu:8000), but one given with /v1
+    works too (`url_for`).
+
+    `tokenize`: whether Parley asks the worker's POST /tokenize (vLLM) for prompt counts. None
+    (the default): it learns, once per worker per instance, whether the worker has one
+    (parley.io.tokenizers); True: always ask; False: never ask, estimate.
     """
 
     base_url: str
@@ -42,7 +47,7 @@ class Worker:
     continuous_usage: bool = False
     images: bool = True
     files: bool = False
-    tokenize: bool = False
+    tokenize: bool | None = None
     adapt_tool_schemas: bool = False
     short_tool_ids: bool = False
 
@@ -71,13 +76,37 @@ class Worker:
     def url(self) -> str:
         return self.base_url.rstrip("/")
 
+    @property
+    def root_url(self) -> str:
+        """The server's root: the base URL without the /v1 it may end in (vLLM's /tokenize is there)."""
+        return self.url.removesuffix("/v1")
+
+    def url_for(self, path: str) -> str:
+        """The URL of `path` as the worker's SDK appends it to its base URL (/chat/completions for
+        OpenAI, /v1/messages for Anthropic); /tokenize is on the server's root. An Anthropic
+        worker registered with a base URL ending in /v1 gets /v1/messages once, not twice."""
+        if path == "/tokenize" or (self.api == "anthropic" and path.startswith("/v1/")):
+            return self.root_url + path
+        return self.url + path
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # Stored as "tokenizer" ("worker" / "estimate"; absent: learn). Routes stored before carry
+        # "tokenize": false, the old default, which from_json reads as "learn".
+        tokenize = data.pop("tokenize")
+        if tokenize is not None:
+            data["tokenizer"] = "worker" if tokenize else "estimate"
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Worker":
-        known = {f.name for f in fields(cls)}
-        return cls(**{name: value for name, value in data.items() if name in known})
+        known = {f.name for f in fields(cls)} - {"tokenize"}
+        options = {name: value for name, value in data.items() if name in known}
+        if "tokenizer" in data:
+            options["tokenize"] = data["tokenizer"] == "worker"
+        elif data.get("tokenize") is True:
+            options["tokenize"] = True
+        return cls(**options)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ Nothing above this module sees an aiohttp exception.
 from __future__ import annotations
 
 import asyncio
+import re
 from contextlib import contextmanager
 from typing import Any, AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ from ..core.errors import (
     InvalidRequestError,
     OverloadedError,
     ParleyError,
+    retry_after_seconds,
     worker_error,
 )
 from ..core.tokens import worker_token_count
@@ -34,6 +36,10 @@ from .secrets import SecretResolver
 __all__ = ["WorkerClient", "WorkerFailure", "WorkerStream"]
 
 _MAX_ERROR_BODY = 64 * 1024
+# What an event stream's first line starts with (after a BOM and blank space): a field name.
+_SSE_START = re.compile(rb"^(\xef\xbb\xbf)?\s*(data:|event:|id:|retry:|:)")
+# vLLM's /tokenize answers these where it has none: the worker does not tokenize.
+_NO_TOKENIZER = frozenset({404, 405, 501})
 # A worker error the request itself caused: another worker would refuse it too.
 _REQUEST_FAULTS = frozenset({400, 413, 422})
 _SAFETY_MARGIN_SECONDS = 5.0
@@ -53,11 +59,8 @@ class WorkerFailure(Exception):
 
 
 def _retry_after(value: str | None) -> float | None:
-    try:
-        seconds = float(value) if value else None
-    except ValueError:
-        return None
-    return seconds if seconds is not None and 0 <= seconds < 86400 else None
+    """The worker's `retry-after`, read once here: seconds, or None if it is no delay."""
+    return retry_after_seconds(value)
 
 
 @contextmanager
@@ -78,13 +81,31 @@ def _translate_transport_errors() -> Iterator[None]:
 
 
 def _failure_from(response: aiohttp.ClientResponse, body: bytes) -> WorkerFailure:
+    """A worker's error answer (or a 200 that brought an error body instead of a stream)."""
     try:
         parsed: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         parsed = body[:_MAX_ERROR_BODY].decode("utf-8", "replace")
-    retry_after = response.headers.get("retry-after")
-    error = worker_error(response.status, parsed, retry_after=retry_after)
-    return WorkerFailure(error, response.status not in _REQUEST_FAULTS, _retry_after(retry_after))
+    retry_after = _retry_after(response.headers.get("retry-after"))
+    error = worker_error(response.status, parsed, retry_after=retry_after, content_type=response.content_type)
+    return WorkerFailure(error, error.status not in _REQUEST_FAULTS, retry_after)
+
+
+def _is_event_stream(content_type: str, first: bytes) -> bool:
+    """Whether an answer is an event stream: its content type says so, or (a server that labels
+    its stream wrongly) its first bytes are an SSE field."""
+    return content_type == "text/event-stream" or bool(_SSE_START.match(first))
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, first: bytes) -> bytes:
+    """The rest of a body that is no stream, up to _MAX_ERROR_BODY bytes."""
+    body = bytearray(first)
+    while len(body) < _MAX_ERROR_BODY:
+        chunk = await response.content.read(_MAX_ERROR_BODY - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
 
 
 class WorkerStream:
@@ -225,7 +246,7 @@ class WorkerClient:
         try:
             async with asyncio.timeout(timeouts.buffered):
                 with _translate_transport_errors():
-                    async with await self._post(worker.url + path, content, all_headers, limit) as response:
+                    async with await self._post(worker.url_for(path), content, all_headers, limit) as response:
                         status, answer_body = response.status, await response.read()
                         if status != 200:
                             raise _failure_from(response, answer_body)
@@ -259,10 +280,13 @@ class WorkerClient:
         try:
             async with asyncio.timeout(timeouts.first_byte):
                 with _translate_transport_errors():
-                    response = await self._post(worker.url + path, content, all_headers, limit)
+                    response = await self._post(worker.url_for(path), content, all_headers, limit)
                     if response.status != 200:
                         raise _failure_from(response, await response.read())
                     first = await response.content.readany()
+                    if not _is_event_stream(response.content_type, first):
+                        # A model still loading, a proxy's page: its error, not a broken stream.
+                        raise _failure_from(response, await _read_bounded(response, first))
         except TimeoutError:
             if response is not None:
                 response.close()
@@ -276,20 +300,25 @@ class WorkerClient:
         return WorkerStream(response, first, timeouts.idle)
 
     async def tokenize(self, worker: Worker, body: dict[str, Any], timeouts: Timeouts) -> int | None:
-        """The prompt's token count from vLLM's POST /tokenize, or None if it gave none."""
+        """The prompt's token count from vLLM's POST /tokenize, or None if this worker has no
+        tokenizer there (404, 405, 501, or an answer without a count). Any other failure
+        (unreachable, timeout, 5xx, a refusal of this prompt) raises WorkerFailure: it says
+        nothing about whether the worker tokenizes."""
         limit = aiohttp.ClientTimeout(total=timeouts.connect * 2, connect=timeouts.connect)
-        try:
-            url = worker.url.removesuffix("/v1") + "/tokenize"
-            content = self._encode(body)
-            all_headers = await self._headers(worker, "application/json", None)
-            with _translate_transport_errors():
-                async with await self._post(url, content, all_headers, limit) as response:
-                    answer_body = await response.read()
-                    status = response.status
-            count = orjson.loads(answer_body).get("count") if status == 200 else None
-        except (WorkerFailure, ParleyError, orjson.JSONDecodeError, AttributeError):
+        content = self._encode(body)
+        all_headers = await self._headers(worker, "application/json", None)
+        with _translate_transport_errors():
+            async with await self._post(worker.url_for("/tokenize"), content, all_headers, limit) as response:
+                status, answer_body = response.status, await response.read()
+                if status != 200 and status not in _NO_TOKENIZER:
+                    raise _failure_from(response, answer_body)
+        if status != 200:
             return None
-        return worker_token_count(count)
+        try:
+            answer = orjson.loads(answer_body)
+        except orjson.JSONDecodeError:
+            return None
+        return worker_token_count(answer.get("count")) if isinstance(answer, dict) else None
 
     async def aclose(self) -> None:
         if self._session is not None:

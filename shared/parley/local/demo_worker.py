@@ -2,6 +2,9 @@
 
 It lets `make dev` answer with no GPU: it echoes the last user message, labelled as a demo,
 buffered or streamed word by word, with usage. Point PARLEY_WORKER_URL at a real worker instead.
+
+It also answers vLLM's POST /tokenize with the prompt_tokens its usage reports for the same
+messages, so Parley's message_start and final usage agree on the demo route as on a vLLM.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-__all__ = ["DEMO_MODEL", "app", "demo_reply"]
+__all__ = ["DEMO_MODEL", "app", "demo_reply", "prompt_tokens"]
 
 DEMO_MODEL = "parley-demo"
 _LABEL = "[Parley demo worker: not a language model]"
@@ -42,11 +45,16 @@ def demo_reply(messages: list[dict[str, Any]]) -> str:
     return f"{_LABEL} You said: {said}" if said else f"{_LABEL} Hello!"
 
 
+def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """The demo's "tokenizer": a quarter of the messages' JSON, the same for usage and /tokenize."""
+    return max(1, len(orjson.dumps(messages)) // 4)
+
+
 def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-async def _stream(body: dict[str, Any], reply: str, prompt_tokens: int) -> AsyncIterator[bytes]:
+async def _stream(body: dict[str, Any], reply: str, prompt: int) -> AsyncIterator[bytes]:
     base = {
         "id": "chatcmpl-demo",
         "object": "chat.completion.chunk",
@@ -66,7 +74,7 @@ async def _stream(body: dict[str, Any], reply: str, prompt_tokens: int) -> Async
         await asyncio.sleep(0.02)
     yield b"data: " + orjson.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n"
     if (body.get("stream_options") or {}).get("include_usage"):
-        usage = _usage(prompt_tokens, len(words))
+        usage = _usage(prompt, len(words))
         yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
     yield b"data: [DONE]\n\n"
 
@@ -75,18 +83,28 @@ async def chat_completions(request: Request) -> Response:
     body = orjson.loads(await request.body())
     messages = body.get("messages") or []
     reply = demo_reply(messages)
-    prompt_tokens = max(1, len(orjson.dumps(messages)) // 4)
+    prompt = prompt_tokens(messages)
     if body.get("stream"):
-        return StreamingResponse(_stream(body, reply, prompt_tokens), media_type="text/event-stream")
+        return StreamingResponse(_stream(body, reply, prompt), media_type="text/event-stream")
     answer = {
         "id": "chatcmpl-demo",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": body.get("model"),
         "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-        "usage": _usage(prompt_tokens, len(reply.split(" "))),
+        "usage": _usage(prompt, len(reply.split(" "))),
     }
     return Response(orjson.dumps(answer), media_type="application/json")
+
+
+async def tokenize(request: Request) -> Response:
+    body = orjson.loads(await request.body())
+    count = prompt_tokens(body.get("messages") or [])
+    return Response(orjson.dumps({"count": count, "max_model_len": 32768, "tokens": []}), media_type="application/json")
+
+
+async def health(request: Request) -> Response:
+    return Response(b"{}", media_type="application/json")
 
 
 async def list_models(request: Request) -> Response:
@@ -96,5 +114,10 @@ async def list_models(request: Request) -> Response:
 
 
 app = Starlette(
-    routes=[Route("/v1/chat/completions", chat_completions, methods=["POST"]), Route("/v1/models", list_models)]
+    routes=[
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/tokenize", tokenize, methods=["POST"]),
+        Route("/v1/models", list_models),
+        Route("/health", health),
+    ]
 )

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from ..core.errors import (
     ApiError,
     InvalidRequestError,
+    MethodNotAllowedError,
     NotFoundError,
     ParleyError,
     RequestTooLargeError,
@@ -55,10 +56,23 @@ async def _parley_error(request: Request, error: ParleyError) -> Response:
     return _error_response(request, error)
 
 
+def _method_not_allowed(request: Request, error: HTTPException) -> tuple[ParleyError, dict[str, str]]:
+    headers = {name.lower(): value for name, value in (error.headers or {}).items()}
+    allowed = sorted({method.strip() for method in headers.get("allow", "").split(",") if method.strip()})
+    headers["allow"] = ", ".join(allowed)
+    message = f"Method {request.method} is not allowed for {request.url.path}; allowed: {headers['allow'] or 'none'}."
+    return MethodNotAllowedError(message), headers
+
+
 async def _http_error(request: Request, error: HTTPException) -> Response:
-    parley_error = _STATUS_ERRORS.get(error.status_code, InvalidRequestError)(str(error.detail))
+    """Starlette's own refusals (no such path, wrong method) in the API's error envelope."""
+    if error.status_code == 405:
+        parley_error, headers = _method_not_allowed(request, error)
+    else:
+        parley_error = _STATUS_ERRORS.get(error.status_code, InvalidRequestError)(str(error.detail))
+        headers = dict(error.headers or {})
     _note_error(request, parley_error)
-    return _error_response(request, parley_error, dict(error.headers or {}))
+    return _error_response(request, parley_error, headers)
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> Response:
@@ -90,7 +104,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(services_factory: Callable[[], Services] = Services.from_environment) -> FastAPI:
-    app = FastAPI(title="Parley", version="0.1.0", docs_url=None, redoc_url=None, lifespan=_lifespan)
+    # No redirect from /v1/messages/ to /v1/messages: its Location would be built from the Host
+    # header, and an API client does not follow a 307 for a POST anyway. It gets a 404.
+    app = FastAPI(
+        title="Parley", version="0.1.0", docs_url=None, redoc_url=None, lifespan=_lifespan, redirect_slashes=False
+    )
     app.state.services = None
     app.state.services_factory = services_factory
     app.add_middleware(RequestContextMiddleware)

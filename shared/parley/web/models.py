@@ -1,11 +1,14 @@
-"""GET /v1/models and GET /v1/models/{model_id}, in Anthropic's list shape."""
+"""GET /v1/models and GET /v1/models/{model_id}, in Anthropic's list shape.
+
+A key limited to some models sees only those: another model is not found, as an unknown one is.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from ..core.errors import InvalidRequestError
+from ..core.errors import InvalidRequestError, NotFoundError
 from ..io.keys import KeyRecord
 from ..io.routes import Route
 from .dependencies import authenticate, load_routes, resolve_route
@@ -41,6 +44,7 @@ async def list_models(request: Request, key: KeyRecord = Depends(authenticate)) 
     own = [route for route in routes if route.account == key.account]
     own_names = {route.model for route in own}
     visible = own + [route for route in routes if route.account is None and route.model not in own_names]
+    visible = [route for route in visible if key.allows(route.model)]
     models = [_model_info(route) for route in visible]
     ids = [model["id"] for model in models]
     if after_id := query.get("after_id"):
@@ -63,4 +67,7 @@ async def list_models(request: Request, key: KeyRecord = Depends(authenticate)) 
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request, key: KeyRecord = Depends(authenticate)) -> Response:
-    return json_response(_model_info(await resolve_route(request, model_id, key.account), model_id))
+    route = await resolve_route(request, model_id, key.account)
+    if not key.allows(route.model):
+        raise NotFoundError(f"model: {model_id}")  # what resolve_route says of an unknown one
+    return json_response(_model_info(route, model_id))

@@ -12,6 +12,7 @@ from ..io.failover import FailoverPolicy, WorkerHealth
 from ..io.keys import KeyStore
 from ..io.limits import RateLimiter
 from ..io.routes import RouteStore
+from ..io.tokenizers import WorkerTokenizers
 from ..io.usage import UsageStore
 from ..io.usage_journal import MeteringLoop, StdoutUsageLog, UsageJournal
 from ..io.worker import WorkerClient
@@ -29,6 +30,7 @@ class Services:
     worker: WorkerClient
     account_worker: WorkerClient  # for accounts' own workers: public addresses only
     health: WorkerHealth
+    tokenizers: WorkerTokenizers  # which workers answer POST /tokenize, learned per instance
     failover: FailoverPolicy
     rng: random.Random
     telemetry: Telemetry
@@ -59,6 +61,7 @@ class Services:
             worker=WorkerClient(settings.worker_max_connections),
             account_worker=WorkerClient(settings.worker_max_connections, connector=public_only_connector),
             health=WorkerHealth(),
+            tokenizers=WorkerTokenizers(),
             failover=FailoverPolicy(
                 attempts=settings.worker_attempts, cooldown_seconds=settings.worker_cooldown_seconds
             ),

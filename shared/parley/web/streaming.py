@@ -133,7 +133,9 @@ async def stream_answer(
 
     While no worker has answered (a long prefill, a model loading), the client already gets
     `message_start` and pings; if none answers, an `error` event. `prompt_tokens`, the worker
-    tokenizer's count, is used for message_start when it is known in time.
+    tokenizer's count, is used for message_start: once the worker has answered, message_start
+    waits for the count (up to `ping_seconds`; it is usually long there), so that it agrees with
+    the final usage; a count that comes later than that leaves the estimate.
     """
     prelude = ChatToMessagesStream(context)
     relay: _Relay | None = None
@@ -156,6 +158,8 @@ async def stream_answer(
             _note_events(outcome, events)
             yield encode_events(events)
             return
+        if prompt_tokens is not None and not prelude.started and not prompt_tokens.done():
+            await asyncio.wait((prompt_tokens,), timeout=ping_seconds)
         use_prompt_tokens()
         relay = _relay_for(worker, prelude, context)
         active = relay

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from ..io.failover import call_with_failover
 from ..io.routes import Route, Worker
 from ..io.worker import WorkerClient, WorkerFailure
-from ..telemetry import worker_label
+from ..telemetry import log_text, worker_label
 from .middleware import outcome_of
 from .services import Services
 
@@ -42,7 +42,7 @@ async def call_route(
             "worker %s failed (%s: %s); %s",
             worker_label(worker.base_url),
             failure.error.type,
-            failure.error.message,
+            log_text(failure.error.message),
             "trying again" if len(route.workers) == 1 else "trying another worker",
         )
 
