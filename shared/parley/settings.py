@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .core.pdf import PdfLimits
+
+_PDF = PdfLimits()
+
 __all__ = ["Settings"]
 
 
@@ -39,6 +43,19 @@ class Settings:
     # the metering function (Lambda), or the folder of a usage journal that a metering loop in
     # this process writes to DynamoDB in batches (everywhere else).
     usage_log: str = ".parley/usage"
+    # Reading the text of a request's PDFs (for workers that take no files), for all its PDFs
+    # together: seconds, content-stream operators, pages (past any: 400), characters of text
+    # (past it: 413); and the threads that read PDFs (more requests wait their turn), so that
+    # PDFs never hold the threads store calls need.
+    pdf_seconds: float = _PDF.seconds
+    pdf_max_operators: int = _PDF.max_operators
+    pdf_max_pages: int = _PDF.max_pages
+    pdf_max_text_chars: int = _PDF.max_text_chars
+    pdf_threads: int = 2
+
+    @property
+    def pdf_limits(self) -> PdfLimits:
+        return PdfLimits(self.pdf_seconds, self.pdf_max_operators, self.pdf_max_pages, self.pdf_max_text_chars)
 
     @property
     def table_names(self) -> dict[str, str]:
@@ -71,6 +88,11 @@ class Settings:
             worker_attempts=_int("PARLEY_WORKER_ATTEMPTS", defaults.worker_attempts),
             worker_cooldown_seconds=_float("PARLEY_WORKER_COOLDOWN_SECONDS", defaults.worker_cooldown_seconds),
             worker_max_connections=_int("PARLEY_WORKER_MAX_CONNECTIONS", defaults.worker_max_connections),
+            pdf_seconds=_float("PARLEY_PDF_SECONDS", defaults.pdf_seconds),
+            pdf_max_operators=_int("PARLEY_PDF_MAX_OPERATORS", defaults.pdf_max_operators),
+            pdf_max_pages=_int("PARLEY_PDF_MAX_PAGES", defaults.pdf_max_pages),
+            pdf_max_text_chars=_int("PARLEY_PDF_MAX_TEXT_CHARS", defaults.pdf_max_text_chars),
+            pdf_threads=_int("PARLEY_PDF_THREADS", defaults.pdf_threads),
             usage_log=os.environ.get(
                 "PARLEY_USAGE_LOG", "stdout" if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else defaults.usage_log
             ),

@@ -59,7 +59,9 @@ def secondary() -> Iterator[FakeWorker]:
 
 
 def _worker(fake: FakeWorker, weight: float = 1.0, **options) -> Worker:
-    return Worker(base_url=fake.base_url, model=fake.model, weight=weight, **options)
+    # tokenize=False unless asked: the fake workers have vLLM's POST /tokenize, and these tests count
+    # the requests failover made (the "tokenizing" route is the one that asks it).
+    return Worker(base_url=fake.base_url, model=fake.model, weight=weight, **{"tokenize": False, **options})
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +207,24 @@ def test_failed_worker_cools_down_and_is_tried_last(client, primary, secondary):
     for _ in range(3):
         client.messages.create(**ask("pair"))
     assert len(secondary.requests) == 3 and len(primary.requests) == 1, "the cooling worker was not asked again"
+
+
+@pytest.mark.parametrize(
+    "unusable",
+    [
+        {"choices": [{"index": 0, "message": "four", "finish_reason": "stop"}]},
+        {"choices": [{"index": 0, "message": {"role": "assistant", "content": [{"type": "text", "text": 4}]}}]},
+        {"choices": [{"index": 0, "message": {"role": "assistant", "content": "cut"}, "finish_reason": "abort"}]},
+    ],
+    ids=["message-a-string", "text-a-number", "aborted"],
+)
+def test_buffered_answer_parley_cannot_use_fails_over_and_cools_down(client, stack, primary, secondary, unusable):
+    primary.enqueue(WorkerError(200, unusable))
+    secondary.enqueue(ANSWER)
+    message = client.messages.create(**ask("pair"))
+    assert message.content[0].text == ANSWER.text
+    assert len(primary.requests) == 1 and len(secondary.requests) == 1
+    assert stack.services.health.cooling_until(_worker(primary, FIRST)), "the worker did not cool down"
 
 
 def test_request_fault_is_not_retried(client, primary, secondary):

@@ -1,43 +1,70 @@
-"""Documents as text, for workers that cannot take files."""
+"""Documents as text, for workers that cannot take files.
+
+A PDF's text is read before the request is translated: the shell finds the PDFs the translation
+reads as text (`pdf_sources`), reads them off the event loop once the request is admitted
+(web/documents.py, with core/pdf.py's limits), and hands the texts to the translation by the
+document's path (`DocumentTexts`). Before that, admission estimates a PDF from its size
+(`estimate_pdf_tokens`).
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
+from typing import Mapping
 
 from .anthropic_types import (
     Base64PDFSource,
     ContentBlockSource,
+    CountTokensRequest,
     DocumentBlock,
     FileSource,
     PlainTextSource,
     TextBlock,
+    ToolResultBlock,
     URLPDFSource,
 )
 from .errors import InvalidRequestError
+from .tokens import estimate_tokens_of_size
 
-__all__ = ["document_to_text", "pdf_to_text"]
+__all__ = ["DocumentTexts", "document_to_text", "estimate_pdf_tokens", "pdf_sources"]
 
-
-def pdf_to_text(data: str, path: str) -> str:
-    from pypdf import PdfReader  # imported on first use: it costs cold starts 70 ms
-    from pypdf.errors import PyPdfError
-
-    try:
-        reader = PdfReader(io.BytesIO(base64.b64decode(data, validate=True)))
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except (binascii.Error, ValueError):
-        raise InvalidRequestError(f"{path}.source.data: the PDF is not valid base64") from None
-    except (PyPdfError, OSError, KeyError, TypeError) as exc:
-        raise InvalidRequestError(f"{path}.source.data: the PDF could not be read: {exc}") from None
-    return "\n\n".join(page.strip() for page in pages if page.strip())
+DocumentTexts = Mapping[str, str]
+"""A PDF document's extracted text by the document's path in the request (`messages.0.content.1`)."""
 
 
-def document_to_text(document: DocumentBlock, path: str) -> str:
+def pdf_sources(request: CountTokensRequest, files: bool = False) -> dict[str, str]:
+    """The base64 PDFs of the request that the translation reads as text, by the document's path:
+    all of them for a worker that takes no files; for one that does, only those in tool results
+    (a tool message takes text only)."""
+    sources: dict[str, str] = {}
+    for position, message in enumerate(request.messages):
+        if message.role != "user":
+            continue  # documents are refused in assistant and system messages
+        for index, block in enumerate(message.content):
+            path = f"messages.{position}.content.{index}"
+            if isinstance(block, DocumentBlock) and not files and isinstance(block.source, Base64PDFSource):
+                sources[path] = block.source.data
+            elif isinstance(block, ToolResultBlock) and isinstance(block.content, list):
+                for inner, item in enumerate(block.content):
+                    if isinstance(item, DocumentBlock) and isinstance(item.source, Base64PDFSource):
+                        sources[f"{path}.content.{inner}"] = item.source.data
+    return sources
+
+
+def estimate_pdf_tokens(sources: Mapping[str, str], max_text_chars: int) -> int:
+    """The PDFs' tokens before their text is read: each file's decoded size counted as text, and
+    all of them together no more than the most text the reading lets through (`max_text_chars`,
+    PdfLimits). About right for text PDFs (text compresses three to four times, and a PDF carries
+    fonts and structure as well); an overestimate for scans, whose text is empty. The estimate is
+    made again from the text once it is read, and the worker's count replaces it."""
+    size = sum(len(data) * 3 // 4 for data in sources.values())
+    return estimate_tokens_of_size(min(size, max_text_chars))
+
+
+def document_to_text(document: DocumentBlock, path: str, texts: DocumentTexts) -> str:
+    """The document wrapped for the prompt; a base64 PDF's text comes from `texts` by `path`."""
     source = document.source
     if isinstance(source, Base64PDFSource):
-        body = pdf_to_text(source.data, path)
+        body = texts[path]
     elif isinstance(source, PlainTextSource):
         body = source.data
     elif isinstance(source, ContentBlockSource):

@@ -31,8 +31,9 @@ from .anthropic_types import (
     ToolUseBlock,
     URLImageSource,
 )
-from .documents import document_to_text
+from .documents import DocumentTexts, document_to_text, pdf_sources
 from .errors import InvalidRequestError
+from .pdf import PdfLimits, pdf_texts
 from .quirks import adapt_tool_schema, shorten_tool_ids
 
 __all__ = ["BILLING_HEADER_PREFIX", "WorkerProfile", "fit_max_tokens", "messages_to_chat", "prompt_to_chat_messages"]
@@ -82,7 +83,7 @@ def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
-def _document_part(document: DocumentBlock, path: str, files: bool) -> dict[str, Any]:
+def _document_part(document: DocumentBlock, path: str, files: bool, documents: DocumentTexts) -> dict[str, Any]:
     source = document.source
     if files and isinstance(source, Base64PDFSource):
         return {
@@ -92,10 +93,10 @@ def _document_part(document: DocumentBlock, path: str, files: bool) -> dict[str,
                 "file_data": f"data:application/pdf;base64,{source.data}",
             },
         }
-    return {"type": "text", "text": document_to_text(document, path)}
+    return {"type": "text", "text": document_to_text(document, path, documents)}
 
 
-def _user_parts(blocks: list[Any], path: str, files: bool = False) -> list[dict[str, Any]]:
+def _user_parts(blocks: list[Any], path: str, files: bool, documents: DocumentTexts) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     for index, block in blocks:
         if isinstance(block, TextBlock):
@@ -104,7 +105,7 @@ def _user_parts(blocks: list[Any], path: str, files: bool = False) -> list[dict[
         elif isinstance(block, ImageBlock):
             parts.append(_image_part(block, f"{path}.{index}"))
         elif isinstance(block, DocumentBlock):
-            parts.append(_document_part(block, f"{path}.{index}", files))
+            parts.append(_document_part(block, f"{path}.{index}", files, documents))
         elif isinstance(block, (ThinkingBlock, RedactedThinkingBlock)):
             continue
         else:
@@ -114,7 +115,9 @@ def _user_parts(blocks: list[Any], path: str, files: bool = False) -> list[dict[
     return parts
 
 
-def _tool_result_messages(result: ToolResultBlock, path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _tool_result_messages(
+    result: ToolResultBlock, path: str, documents: DocumentTexts
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A `role: tool` message, and the images it carried (tool messages take text only)."""
     content = result.content
     texts: list[str] = []
@@ -128,26 +131,26 @@ def _tool_result_messages(result: ToolResultBlock, path: str) -> tuple[dict[str,
             elif isinstance(block, ImageBlock):
                 images.append(_image_part(block, f"{path}.content.{index}"))
             else:
-                texts.append(document_to_text(block, f"{path}.content.{index}"))
+                texts.append(document_to_text(block, f"{path}.content.{index}", documents))
     text = "\n".join(texts)
     if result.is_error:
         text = f"Error: {text}" if text else "Error"
     return {"role": "tool", "tool_call_id": result.tool_use_id, "content": text}, images
 
 
-def _user_messages(message: Message, path: str, files: bool) -> list[dict[str, Any]]:
+def _user_messages(message: Message, path: str, files: bool, documents: DocumentTexts) -> list[dict[str, Any]]:
     """Tool results first (they answer the previous assistant turn), then the rest in order."""
     tool_messages: list[dict[str, Any]] = []
     images: list[dict[str, Any]] = []
     others: list[tuple[int, Any]] = []
     for index, block in enumerate(message.content):
         if isinstance(block, ToolResultBlock):
-            tool_message, result_images = _tool_result_messages(block, f"{path}.{index}")
+            tool_message, result_images = _tool_result_messages(block, f"{path}.{index}", documents)
             tool_messages.append(tool_message)
             images.extend(result_images)
         else:
             others.append((index, block))
-    parts = _user_parts(others, path, files)
+    parts = _user_parts(others, path, files, documents)
     if images:
         parts = [{"type": "text", "text": "Images returned by the tool calls above:"}, *images, *parts]
     if parts:
@@ -217,7 +220,14 @@ def _append(chat: list[dict[str, Any]], message: dict[str, Any]) -> None:
         previous["tool_calls"] = [*previous.get("tool_calls", ()), *message["tool_calls"]]
 
 
-def prompt_to_chat_messages(request: CountTokensRequest, files: bool = False) -> list[dict[str, Any]]:
+def prompt_to_chat_messages(
+    request: CountTokensRequest, files: bool = False, documents: DocumentTexts | None = None
+) -> list[dict[str, Any]]:
+    """The prompt as chat messages. `documents` are the texts of the PDFs it reads as text
+    (`pdf_sources(request, files)`), extracted beforehand by the shell; None reads them here,
+    within the default `PdfLimits` (for callers with no event loop to keep free)."""
+    if documents is None:
+        documents = pdf_texts(pdf_sources(request, files), PdfLimits())
     chat: list[dict[str, Any]] = []
     if request.system:
         system = _system_text(request.system)
@@ -226,7 +236,7 @@ def prompt_to_chat_messages(request: CountTokensRequest, files: bool = False) ->
     for position, message in enumerate(request.messages):
         path = f"messages.{position}.content"
         if message.role == "user":
-            for user_message in _user_messages(message, path, files):
+            for user_message in _user_messages(message, path, files, documents):
                 _append(chat, user_message)
         elif message.role == "assistant":
             assistant = _assistant_message(message, path)
@@ -312,12 +322,15 @@ def fit_max_tokens(requested: int, worker: WorkerProfile, input_tokens: int | No
     return max_tokens
 
 
-def messages_to_chat(request: MessagesRequest, worker: WorkerProfile) -> dict[str, Any]:
+def messages_to_chat(
+    request: MessagesRequest, worker: WorkerProfile, documents: DocumentTexts | None = None
+) -> dict[str, Any]:
     """The worker's request. `max_tokens` is clamped to the worker's output limit here; the
-    shell clamps it to the context left once the prompt's size is known (`fit_max_tokens`)."""
+    shell clamps it to the context left once the prompt's size is known (`fit_max_tokens`).
+    `documents`: as for `prompt_to_chat_messages`."""
     chat: dict[str, Any] = {
         "model": worker.model,
-        "messages": prompt_to_chat_messages(request, worker.files),
+        "messages": prompt_to_chat_messages(request, worker.files, documents),
         "max_tokens": fit_max_tokens(request.max_tokens, worker),
     }
     for field in ("temperature", "top_p", "top_k"):

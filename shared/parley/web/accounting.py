@@ -1,5 +1,10 @@
 """Admission before a worker is called (allowed models, monthly spend, rate limits), and the usage
-event of a request that has ended (metered exactly once from the usage log, docs/metering.md)."""
+event of a request that has ended (metered exactly once from the usage log, docs/metering.md).
+
+count_tokens is admitted apart (`admit_count_tokens`): the same allowed models, and the key's and
+the account's requests-per-minute limits counted in windows of its own (Anthropic rate-limits
+token counting separately from messages), with no tokens, no spend check and no usage record:
+limited, not billed."""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ import time
 from starlette.requests import Request
 
 from ..core.errors import InvalidRequestError, PermissionDeniedError
-from ..core.metering import MICROS_PER_USD, UsageEvent, cost_micros
+from ..core.metering import MICROS_PER_USD, Limits, UsageEvent, cost_micros
+from ..io.accounts import AccountRecord
 from ..io.background import refresh_in_background
 from ..io.expiring import ExpiringCache
 from ..io.keys import KeyRecord
@@ -19,22 +25,43 @@ from .dependencies import store_call
 from .middleware import outcome_of
 from .services import Services
 
-__all__ = ["admit", "conclude", "note_route", "usage_event"]
+__all__ = ["COUNT_TOKENS_SCOPE", "admit", "admit_count_tokens", "conclude", "note_route", "usage_event"]
+
+COUNT_TOKENS_SCOPE = "#count_tokens"
+"""The suffix of count_tokens' rate-limit scopes: `key#<id>#count_tokens`, `account#<id>#count_tokens`."""
 
 
 def _whose(scope: str) -> str:
     return "this API key's" if scope.startswith("key#") else "this account's"
 
 
-async def admit(request: Request, services: Services, key: KeyRecord, route: Route, estimated_tokens: int) -> None:
+def _check_model(key: KeyRecord, route: Route) -> None:
     if not key.allows(route.model):
         raise PermissionDeniedError(f"This API key is not allowed to use the model {route.model}.")
+
+
+async def _account_of(services: Services, key: KeyRecord) -> AccountRecord:
     account = services.accounts.cached(key.account)
     if account is ExpiringCache.MISSING:
         account = await store_call(services.accounts.get, key.account)
     elif services.accounts.due(key.account):
         refresh_in_background(services.accounts.get, key.account)
-    scopes = [(f"key#{key.key_id}", key.limits), (f"account#{key.account}", account.limits)]  # type: ignore[union-attr]
+    return account  # type: ignore[return-value]
+
+
+async def _acquire(services: Services, scopes: list[tuple[str, Limits]], tokens: int, now: float) -> list[Allowance]:
+    allowances: list[Allowance] | None = []
+    if any(limits.any_rate for _, limits in scopes):
+        allowances = services.limits.acquire_local(scopes, tokens, now)  # no I/O
+        if allowances is None:
+            allowances = await store_call(services.limits.acquire, scopes, tokens, now)
+    return allowances
+
+
+async def admit(request: Request, services: Services, key: KeyRecord, route: Route, estimated_tokens: int) -> None:
+    _check_model(key, route)
+    account = await _account_of(services, key)
+    scopes = [(f"key#{key.key_id}", key.limits), (f"account#{key.account}", account.limits)]
     now = time.time()
     for scope, limits in scopes:
         if limits.monthly_spend_usd is not None:
@@ -49,14 +76,25 @@ async def admit(request: Request, services: Services, key: KeyRecord, route: Rou
                     f"Your credit balance is too low to access this API: {_whose(scope)} monthly spend "
                     f"limit of ${limits.monthly_spend_usd:,.2f} is reached."
                 )
-    allowances: list[Allowance] | None = []
-    if any(limits.any_rate for _, limits in scopes):
-        allowances = services.limits.acquire_local(scopes, estimated_tokens, now)  # no I/O
-        if allowances is None:
-            allowances = await store_call(services.limits.acquire, scopes, estimated_tokens, now)
+    allowances = await _acquire(services, scopes, estimated_tokens, now)
     outcome = outcome_of(request)
     if outcome is not None:
         outcome.prices, outcome.allowances, outcome.estimated_tokens = route.prices, allowances, estimated_tokens
+    if allowances:
+        request.state.response_headers = rate_limit_headers(allowances[0])
+
+
+async def admit_count_tokens(request: Request, services: Services, key: KeyRecord, route: Route) -> None:
+    """A count_tokens request: the key's allowed models, then the key's and the account's
+    requests per minute in count_tokens' own windows (module docstring). A key or account with
+    only a tokens-per-minute limit counts tokens without a limit."""
+    _check_model(key, route)
+    account = await _account_of(services, key)
+    scopes = [
+        (f"key#{key.key_id}{COUNT_TOKENS_SCOPE}", Limits(requests_per_minute=key.limits.requests_per_minute)),
+        (f"account#{key.account}{COUNT_TOKENS_SCOPE}", Limits(requests_per_minute=account.limits.requests_per_minute)),
+    ]
+    allowances = await _acquire(services, scopes, 0, time.time())
     if allowances:
         request.state.response_headers = rate_limit_headers(allowances[0])
 

@@ -23,7 +23,7 @@ from ..core.response import usage_to_anthropic
 from ..core.tokens import estimate_prompt_tokens
 from ..io.keys import KeyRecord
 from ..io.routes import Worker
-from ..io.worker import WorkerStream
+from ..io.worker import WorkerClient, WorkerStream
 from ..telemetry import RequestOutcome
 from .accounting import admit, note_route
 from .dependencies import authenticate, read_body, resolve_route, services_of
@@ -77,16 +77,14 @@ async def create_chat_completion(request: Request, key: KeyRecord = Depends(auth
             media_type="text/event-stream; charset=utf-8",
             headers=SSE_HEADERS,
         )
-    _, answer = await unless_client_leaves(
-        request,
-        call_route(
-            request,
-            services,
-            route,
-            lambda client, worker: client.complete(worker, _WORKER_PATH, forwarded(worker), timeouts),
-        ),
-    )
-    client_answer = answer_for_client(answer, model, prompt_tokens)
+
+    async def answer(client: WorkerClient, worker: Worker) -> dict:
+        # Checked inside the worker call: an answer Parley cannot use fails that worker (failover).
+        return answer_for_client(
+            await client.complete(worker, _WORKER_PATH, forwarded(worker), timeouts), model, prompt_tokens
+        )
+
+    _, client_answer = await unless_client_leaves(request, call_route(request, services, route, answer))
     if outcome is not None:  # metered as the client sees it: the worker's figures checked
         usage = client_answer.get("usage")
         note_usage(outcome, usage_to_anthropic(usage if isinstance(usage, dict) else None, prompt_tokens, 0))

@@ -10,18 +10,21 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
 from ..core.anthropic_types import MessagesRequest, parse_count_tokens_request, parse_messages_request
+from ..core.documents import DocumentTexts, estimate_pdf_tokens, pdf_sources
 from ..core.ids import new_message_id
 from ..core.passthrough import anthropic_request_for_worker, message_from_worker, usage_of_message
 from ..core.request import WorkerProfile, fit_max_tokens, messages_to_chat, prompt_to_chat_messages, tools_to_chat
 from ..core.response import AnswerContext, chat_to_message
 from ..core.tokens import estimate_prompt_tokens
 from ..io.keys import KeyRecord
-from ..io.routes import Worker
+from ..io.routes import Route, Worker
 from ..io.worker import WorkerClient, WorkerStream
-from .accounting import admit, note_route
+from .accounting import admit, admit_count_tokens, note_route
 from .dependencies import authenticate, read_body, resolve_route, services_of
+from .documents import read_pdfs
 from .middleware import outcome_of
 from .responses import json_response
+from .services import Services
 from .streaming import SSE_HEADERS, note_usage, stream_answer
 from .tokenizer import prompt_token_count, tokenizing_worker
 from .upstream import call_route, first_answer_or_error, unless_client_leaves
@@ -43,14 +46,37 @@ class _WorkerRequests:
         self._message_request = message_request
         self._chats: dict[WorkerProfile, dict[str, Any]] = {}
         self._raw: dict[str, Any] | None = None
+        self.documents: DocumentTexts = {}  # the PDFs' texts, once read (`read_documents`)
         self.prompt_tokens = 0
 
     def chat(self, worker: Worker) -> dict[str, Any]:
         profile = worker.profile
         chat = self._chats.get(profile)
         if chat is None:
-            chat = self._chats[profile] = messages_to_chat(self._message_request, profile)
+            chat = self._chats[profile] = messages_to_chat(self._message_request, profile, self.documents)
         return {**chat, "max_tokens": fit_max_tokens(chat["max_tokens"], profile, self.prompt_tokens)}
+
+    def admission_estimate(self, worker: Worker, max_pdf_text_chars: int) -> int:
+        """The prompt's estimate before any PDF is read: the PDFs the worker would read as text
+        counted by their size (`estimate_pdf_tokens`). Translating validates the request as well."""
+        pdfs = pdf_sources(self._message_request, worker.profile.files)
+        if not pdfs:
+            chat = self.chat(worker)
+            return estimate_prompt_tokens(chat["messages"], chat.get("tools"))
+        chat = messages_to_chat(self._message_request, worker.profile, dict.fromkeys(pdfs, ""))
+        return estimate_prompt_tokens(chat["messages"], chat.get("tools")) + estimate_pdf_tokens(
+            pdfs, max_pdf_text_chars
+        )
+
+    async def read_documents(self, request: Request, services: Services, route: Route) -> bool:
+        """Read the PDFs that the route's OpenAI-style workers take as text (an Anthropic-native
+        worker gets them as they came). Whether there were any."""
+        sources: dict[str, str] = {}
+        for worker in route.workers:
+            if worker.api == "openai":
+                sources.update(pdf_sources(self._message_request, worker.profile.files))
+        self.documents = await read_pdfs(request, services, sources)
+        return bool(sources)
 
     def anthropic(self, worker: Worker) -> dict[str, Any]:
         if self._raw is None:
@@ -71,12 +97,30 @@ class _WorkerRequests:
             )
         return await client.complete(worker, _CHAT_PATH, self.chat(worker), timeouts)
 
+    async def message(
+        self, client: WorkerClient, worker: Worker, timeouts: Any, context: AnswerContext
+    ) -> tuple[dict[str, Any], dict[str, int]]:
+        """The worker's answer as an Anthropic message, and its usage. Translated inside the worker
+        call: an answer Parley cannot use fails that worker (it cools down, the next one is tried)."""
+        answer = await self.complete(client, worker, timeouts)
+        if worker.api == "anthropic":
+            message = message_from_worker(answer, context)
+            return message, usage_of_message(message, context.input_tokens_estimate)
+        message = chat_to_message(answer, context)
+        return message, message["usage"]
+
     async def open_stream(self, client: WorkerClient, worker: Worker, timeouts: Any) -> WorkerStream:
         if worker.api == "anthropic":
             return await client.open_stream(
                 worker, _MESSAGES_PATH, self.anthropic(worker), timeouts, self.anthropic_headers()
             )
         return await client.open_stream(worker, _CHAT_PATH, self.chat(worker), timeouts)
+
+
+def _text_worker(route: Route) -> Worker | None:
+    """The worker whose translation the prompt is estimated and tokenized on: the first
+    OpenAI-style one (a tokenizing worker is one)."""
+    return next((worker for worker in route.workers if worker.api == "openai"), None)
 
 
 @router.post("/v1/messages")
@@ -91,8 +135,12 @@ async def create_message(request: Request, key: KeyRecord = Depends(authenticate
         outcome.stream = bool(message_request.stream)
         note_route(outcome, route, message_request.model)
     requests = _WorkerRequests(request, body, message_request)
-    first_chat = requests.chat(route.worker)
-    requests.prompt_tokens = estimate_prompt_tokens(first_chat["messages"], first_chat.get("tools"))
+    requests.prompt_tokens = requests.admission_estimate(route.worker, services.settings.pdf_max_text_chars)
+    await admit(request, services, key, route, requests.prompt_tokens)
+    text_worker = _text_worker(route)
+    if await requests.read_documents(request, services, route) and text_worker is not None:
+        text_chat = requests.chat(text_worker)  # the estimate again, with the PDFs' text
+        requests.prompt_tokens = estimate_prompt_tokens(text_chat["messages"], text_chat.get("tools"))
     context = AnswerContext(
         model=message_request.model,
         message_id=new_message_id(),
@@ -100,12 +148,11 @@ async def create_message(request: Request, key: KeyRecord = Depends(authenticate
         thinking=message_request.thinking_enabled,
         stop_sequences=tuple(message_request.stop_sequences or ()),
     )
-    await admit(request, services, key, route, context.input_tokens_estimate)
     timeouts = route.timeouts
     if message_request.stream:
         prompt_tokens = None
-        if tokenizing_worker(route) is not None:
-            prompt_tokens = asyncio.ensure_future(prompt_token_count(services, route, first_chat))
+        if text_worker is not None and tokenizing_worker(route) is not None:
+            prompt_tokens = asyncio.ensure_future(prompt_token_count(services, route, requests.chat(text_worker)))
         opening = asyncio.ensure_future(
             call_route(request, services, route, lambda client, worker: requests.open_stream(client, worker, timeouts))
         )
@@ -120,16 +167,12 @@ async def create_message(request: Request, key: KeyRecord = Depends(authenticate
             media_type="text/event-stream; charset=utf-8",
             headers=SSE_HEADERS,
         )
-    worker, answer = await unless_client_leaves(
+    _, (message, usage) = await unless_client_leaves(
         request,
-        call_route(request, services, route, lambda client, worker: requests.complete(client, worker, timeouts)),
+        call_route(
+            request, services, route, lambda client, worker: requests.message(client, worker, timeouts, context)
+        ),
     )
-    if worker.api == "anthropic":
-        message = message_from_worker(answer, context)
-        usage = usage_of_message(message, context.input_tokens_estimate)
-    else:
-        message = chat_to_message(answer, context)
-        usage = message["usage"]
     if outcome is not None:
         note_usage(outcome, usage)
     return json_response(message)
@@ -140,7 +183,12 @@ async def count_tokens(request: Request, key: KeyRecord = Depends(authenticate))
     services = services_of(request)
     count_request = parse_count_tokens_request(await read_body(request, services.settings.max_body_bytes))
     route = await resolve_route(request, count_request.model, key.account)
-    chat = {"messages": prompt_to_chat_messages(count_request), "tools": tools_to_chat(count_request)}
+    await admit_count_tokens(request, services, key, route)
+    documents = await read_pdfs(request, services, pdf_sources(count_request))
+    chat = {
+        "messages": prompt_to_chat_messages(count_request, documents=documents),
+        "tools": tools_to_chat(count_request),
+    }
     tokens = None
     if tokenizing_worker(route) is not None:
         tokens = await unless_client_leaves(request, prompt_token_count(services, route, chat))
