@@ -99,6 +99,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if fuzzing is not None and fuzzing.CASES.total:
         parts = ", ".join(f"{name} {count}" for name, count in sorted(fuzzing.CASES.by_test.items()))
         terminalreporter.write_line(f"fuzz: {fuzzing.CASES.total} hostile requests answered correctly ({parts})")
+    worker_fuzzing = sys.modules.get("tests.worker_fuzzing")
+    if worker_fuzzing is not None and worker_fuzzing.WORKER_ANSWERS.total:
+        terminalreporter.write_line(worker_fuzzing.WORKER_ANSWERS.summary())
     openapi = next((module for name, module in sys.modules.items() if name.endswith(".test_openapi")), None)
     if openapi is not None and openapi.CASES:
         total = sum(openapi.CASES.values())

@@ -109,8 +109,39 @@ class Stall:
     seconds: float
 
 
-Script = Union[Answer, WorkerError, Drop, Hang, Garbage, StreamError, Stall]
-SCRIPT_TYPES = (Answer, WorkerError, Drop, Hang, Garbage, StreamError, Stall)
+@dataclass
+class RawAnswer:
+    """An answer written byte for byte as given, whatever the request: any status, any header lines
+    (raw bytes: non-ASCII, duplicate or malformed ones included), the body as chunks written one at a
+    time. `chunked` frames each chunk as an HTTP/1.1 chunk, then the terminating empty chunk unless
+    `terminate` is false; otherwise the chunks go out as they are (framed by whatever content-length
+    the headers declare, or by the close). `close_after`: the connection closes after that many
+    chunks (an early close). The connection always closes after the answer (`connection: close`)."""
+
+    status: int = 200
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)
+    chunked: bool = False
+    terminate: bool = True
+    close_after: int | None = None
+    reason: bytes = b"OK"
+
+    def wire(self) -> list[bytes]:
+        """What goes on the wire, one write per item: the head, then each chunk as framed."""
+        head = b"HTTP/1.1 %d %s\r\n" % (self.status, self.reason)
+        head += b"".join(name + b": " + value + b"\r\n" for name, value in self.headers)
+        head += b"connection: close\r\n\r\n"
+        chunks = self.chunks if self.close_after is None else self.chunks[: self.close_after]
+        if self.chunked:
+            framed = [b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks if chunk]
+            if self.terminate and self.close_after is None:
+                framed.append(b"0\r\n\r\n")
+            return [head, *framed]
+        return [head, *chunks]
+
+
+Script = Union[Answer, WorkerError, Drop, Hang, Garbage, StreamError, Stall, RawAnswer]
+SCRIPT_TYPES = (Answer, WorkerError, Drop, Hang, Garbage, StreamError, Stall, RawAnswer)
 
 
 def is_streaming(request_body: Any) -> bool:

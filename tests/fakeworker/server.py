@@ -18,6 +18,7 @@ from .scripts import (
     Drop,
     Garbage,
     Hang,
+    RawAnswer,
     Script,
     Stall,
     StreamError,
@@ -111,19 +112,26 @@ def _error_body(message: str, kind: str, code: int) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
 
 
+def _prompt_token_count(prompt: Any) -> int:
+    parts = [prompt.get("messages"), prompt.get("tools")] if isinstance(prompt, dict) else [prompt]
+    return max(1, len(json.dumps(parts).encode()) // 3)
+
+
 class FakeWorker:
     """A scriptable fake vLLM / Ollama / llama.cpp / SGLang worker on 127.0.0.1.
 
     Each POST /v1/chat/completions (or POST /v1/messages, answered in Anthropic's shape) takes the
     next enqueued script (``Answer(text="ok")`` when the queue is empty). POST /tokenize answers
-    ``token_count``. Every request is recorded in ``requests``; ``disconnects`` counts connections
-    the client closed before the response was complete.
+    ``token_count``, or when it is None a count of its own from the prompt's size (a third of its
+    bytes: not Parley's estimate, so a test can tell the two apart). Every request is recorded in
+    ``requests``; ``disconnects`` counts connections the client closed before the response was
+    complete.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, model: str = "fake-model") -> None:
         self.host = host
         self.model = model
-        self.token_count = 1234
+        self.token_count: int | None = None
         self._cond = threading.Condition()
         self._queue: deque[Script] = deque()
         self._requests: list[dict[str, Any]] = []
@@ -189,6 +197,7 @@ class FakeWorker:
             self._requests.clear()
             self._disconnects = 0
             self._connections = 0
+            self.token_count = None
 
     def close(self) -> None:
         if self._closed:
@@ -312,7 +321,8 @@ class FakeWorker:
             request["anthropic"] = path == MESSAGES_PATH
             return await self._serve_script(conn, request, self._next_script())
         if request["method"] == "POST" and path == TOKENIZE_PATH:
-            body = json.dumps({"count": self.token_count, "max_model_len": 32768, "tokens": []}).encode()
+            count = self.token_count if self.token_count is not None else _prompt_token_count(request["body"])
+            body = json.dumps({"count": count, "max_model_len": 32768, "tokens": []}).encode()
             headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
             await conn.send(_head(200, headers, close) + body)
             return not close
@@ -353,6 +363,10 @@ class FakeWorker:
         close = not request["keep_alive"]
         body = request["body"]
         render_stream, render_buffered = _renderers(request)
+        if isinstance(script, RawAnswer):
+            for data in script.wire():
+                await conn.send(data)
+            return False
         if isinstance(script, Hang):
             await asyncio.sleep(script.seconds)
             return script.then is not None and await self._play(conn, request, script.then)

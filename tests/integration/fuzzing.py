@@ -12,7 +12,6 @@ valid answer (a message, a well-formed event stream, a token count); never a 5xx
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 from collections import Counter
@@ -20,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from tests.anthropic_stream import assert_well_formed
+from tests.fuzz_settings import FUZZ_SCALE, FUZZ_SETTINGS, fuzz
 
 from .helpers import ALIAS, MODEL, parse_sse
 
@@ -45,22 +44,7 @@ __all__ = [
     "vector_indexes",
 ]
 
-FUZZ_SCALE = float(os.environ.get("PARLEY_FUZZ_SCALE", "1"))
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "requests"
-
-# Fixed and reproducible: the same cases on every run (no example database, derandomized).
-FUZZ_SETTINGS = settings(
-    derandomize=True,
-    database=None,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-)
-
-
-def fuzz(examples: int) -> settings:
-    """FUZZ_SETTINGS with this many examples (PARLEY_FUZZ_SCALE multiplies them, e.g. 0.1 or 10)."""
-    return settings(FUZZ_SETTINGS, max_examples=max(1, round(examples * FUZZ_SCALE)))
 
 
 class CaseCounter:
