@@ -19,6 +19,7 @@ from typing import Iterator
 
 import anthropic
 import httpx
+import openai
 import pytest
 
 from parley.io import failover
@@ -223,6 +224,16 @@ def test_buffered_answer_parley_cannot_use_fails_over_and_cools_down(client, sta
     secondary.enqueue(ANSWER)
     message = client.messages.create(**ask("pair"))
     assert message.content[0].text == ANSWER.text
+    assert len(primary.requests) == 1 and len(secondary.requests) == 1
+    assert stack.services.health.cooling_until(_worker(primary, FIRST)), "the worker did not cool down"
+
+
+def test_chat_completion_parley_cannot_use_fails_over_too(stack, primary, secondary):
+    primary.enqueue(WorkerError(200, {"choices": [{"index": 0, "message": "four", "finish_reason": "stop"}]}))
+    secondary.enqueue(ANSWER)
+    oai = openai.OpenAI(base_url=stack.url + "/v1", api_key=stack.key, max_retries=0, timeout=20)
+    completion = oai.chat.completions.create(model="pair", messages=[{"role": "user", "content": "Hi"}])
+    assert completion.choices[0].message.content == ANSWER.text
     assert len(primary.requests) == 1 and len(secondary.requests) == 1
     assert stack.services.health.cooling_until(_worker(primary, FIRST)), "the worker did not cool down"
 

@@ -18,7 +18,15 @@ import orjson
 from .anthropic_types import MAX_MODEL_NAME_LENGTH
 from .errors import ApiError, InvalidRequestError, ParleyError
 from .request import WorkerProfile, fit_max_tokens
-from .response import reasoning_of, usage_to_anthropic
+from .response import (
+    NAMELESS_TOOL_CALL,
+    finish_error,
+    odd_field,
+    reasoning_in,
+    reasoning_of,
+    text_in,
+    usage_to_anthropic,
+)
 from .sse import SSEDecoder
 from .tokens import estimate_text_tokens, estimate_tokens_of_size, worker_token_count, worker_token_count_or
 
@@ -120,11 +128,43 @@ def _completion_estimate(answer: dict[str, Any]) -> int:
     return estimate_text_tokens("".join(parts))
 
 
-def answer_for_client(answer: dict[str, Any], model: str, prompt_estimate: int = 0) -> dict[str, Any]:
-    """The worker's answer under the client's model name, its usage checked (`chat_usage_for_client`).
-    An answer the app could not encode (nested deeper than orjson writes) is an ApiError."""
+def check_completion(answer: Any) -> None:
+    """An answer an OpenAI client can read, or an ApiError naming the first field that is not:
+    choices a non-empty list of objects, each with a message object whose content is text (or
+    parts) and whose tool calls name their function, and a finish_reason that says it finished."""
     if not isinstance(answer, dict):
         raise ApiError("The worker's answer is not a JSON object.")
+    choices = answer.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise ApiError("The worker's answer has no choices.")
+    for position, choice in enumerate(choices):
+        path = f"choices[{position}]"
+        if not isinstance(choice, dict):
+            raise odd_field("answer", path, "an object")
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            raise odd_field("answer", f"{path}.message", "an object")
+        text_in(message.get("content"), "answer", f"{path}.message.content")
+        reasoning_in(message, "answer", f"{path}.message")
+        calls = message.get("tool_calls")
+        if calls is not None and not isinstance(calls, list):
+            raise odd_field("answer", f"{path}.message.tool_calls", "a list")
+        for index, call in enumerate(calls or ()):
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+                raise ApiError(NAMELESS_TOOL_CALL)
+            if not isinstance(function.get("arguments", ""), (str, dict)):
+                raise odd_field("answer", f"{path}.message.tool_calls[{index}].function.arguments", "a string")
+        error = finish_error(choice.get("finish_reason"))
+        if error is not None:
+            raise error
+
+
+def answer_for_client(answer: dict[str, Any], model: str, prompt_estimate: int = 0) -> dict[str, Any]:
+    """The worker's answer under the client's model name, its shape (`check_completion`) and usage
+    (`chat_usage_for_client`) checked. An answer the app could not encode (nested deeper than
+    orjson writes) is an ApiError."""
+    check_completion(answer)
     client_answer = {**answer, "model": model}
     if "usage" in answer:
         client_answer["usage"] = chat_usage_for_client(answer["usage"], prompt_estimate, _completion_estimate(answer))
