@@ -77,3 +77,13 @@ def test_a_warm_instance_admits_from_its_lease(dynamodb, limits_table):
     item = dynamodb.get_item(TableName=limits_table, Key={"pk": {"S": f"{scope}#{window_at(now).start}"}})["Item"]
     assert int(item["tokens"]["N"]) == 200 * 15
     assert int(item["requests"]["N"]) >= 200
+
+
+@pytest.mark.parametrize("limits", [Limits(requests_per_minute=0), Limits(tokens_per_minute=0)], ids=["rpm", "tpm"])
+def test_a_limit_of_zero_admits_nobody(dynamodb, limits_table, limits):
+    limiter = RateLimiter(dynamodb, limits_table)
+    scope = f"key#zero-{secrets.token_hex(4)}"
+    for _ in range(3):
+        with pytest.raises(RateLimitError):
+            if limiter.acquire_local([(scope, limits)], 10, mid_window()) is None:
+                limiter.acquire([(scope, limits)], 10, mid_window())

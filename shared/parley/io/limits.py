@@ -155,6 +155,8 @@ class RateLimiter:
 
     def _acquire_one(self, scope: str, limits: Limits, tokens: int, now: float) -> Allowance:
         window = window_at(now)
+        if limits.requests_per_minute == 0:  # the conditional write admits a first request anyway
+            raise _refusal(scope, limits, window, now)
         with self._lock:
             lease = self._current(scope, window)
             if limits.tokens_per_minute is not None and lease.tokens >= limits.tokens_per_minute:
