@@ -15,7 +15,7 @@ smallest (16 would be quadratic), and at 12 MiB to 3 MiB, which the verdict read
 quadratic; the smallest sizes still carry a request's fixed cost). Another copy of the code is measured
 by putting it first on the path:
 
-    python -m bench.size_sweep [--app] [--repeat N] [--json PATH]
+    python -m bench.size_sweep [--app] [--repeat N] [--piece-kib K] [--json PATH]
     PYTHONPATH=/tmp/parley-before/shared python -m bench.size_sweep --app
 """
 
@@ -202,16 +202,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--app", action="store_true", help="also through the running Parley (starts DynamoDB Local)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--piece-kib", type=int, default=PIECE // 1024, help="the worker's read/chunk size")
     parser.add_argument("--json", type=Path, help="write the figures here as well")
     args = parser.parse_args()
+    global PIECE
+    PIECE = args.piece_kib * 1024
     code = str(Path(parley.__file__).resolve().parents[1])
     out: dict[str, Any] = {"code": code, "piece_bytes": PIECE}
     out["core"] = sweep(lambda data: core_cost(data, args.repeat))
-    print(table(f"core: WorkerSSETranslator, 64 KiB pieces (code: {code})", out["core"]), flush=True)
+    print(table(f"core: WorkerSSETranslator, {args.piece_kib} KiB pieces (code: {code})", out["core"]), flush=True)
     if args.app:
         with running_parley() as (worker, clients, model):
             out["app"] = sweep(lambda data: app_cost(worker, clients, model, data, args.repeat))
-        print(table("through Parley on uvicorn (added CPU of the process, worker chunks of 64 KiB)", out["app"]))
+        title = f"through Parley on uvicorn (added CPU of the process, worker chunks of {args.piece_kib} KiB)"
+        print(table(title, out["app"]))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
 
