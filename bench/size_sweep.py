@@ -202,7 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--app", action="store_true", help="also through the running Parley (starts DynamoDB Local)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--piece-kib", type=int, default=PIECE // 1024, help="the worker's read/chunk size")
+    parser.add_argument("--piece-kib", type=int, default=64, help="the worker's read/chunk size")
     parser.add_argument("--json", type=Path, help="write the figures here as well")
     args = parser.parse_args()
     global PIECE
