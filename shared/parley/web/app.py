@@ -100,6 +100,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await drain()  # cache refreshes under way
     services = app.state.services
     if services is not None:  # the usage journal's loop meters what is left (for a few seconds)
+        await asyncio.gather(services.worker.aclose(), services.account_worker.aclose())
         await asyncio.to_thread(services.close)
 
 
