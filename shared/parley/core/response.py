@@ -13,8 +13,11 @@ from .tool_input import arguments_to_input
 NAMELESS_TOOL_CALL = "The worker sent a tool call without a function name."
 THINKING_SIGNATURE = ""
 """The signature of a thinking block: workers sign nothing, so it is empty, buffered and streamed."""
-FINISH_REASONS = frozenset(("stop", "length", "tool_calls", "function_call", "content_filter"))
-"""The finish reasons of an answer the worker completed; any other means it did not."""
+FINISH_REASONS = frozenset(
+    ("stop", "length", "tool_calls", "function_call", "content_filter", "eos_token", "stop_sequence")
+)
+"""The finish reasons of an answer the worker completed; any other means it did not. TGI before
+2.2 said eos_token and stop_sequence where the others say stop."""
 
 __all__ = [
     "FINISH_REASONS",
