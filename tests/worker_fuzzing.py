@@ -327,8 +327,9 @@ def check_envelope(status: int, headers: Any, body: bytes) -> dict[str, Any]:
 
 def check_chat_stream(out: bytes, model: str, pings: bool = False) -> None:
     """What an OpenAI client of /v1/chat/completions gets streamed: `data:` events of JSON objects
-    (and, `pings`, comment lines), `[DONE]` once and last; the model the client asked for; usage counts.
-    (A worker's own error chunk passes through as it came, as vLLM's reach its clients.)"""
+    (and, `pings`, comment lines), `[DONE]` once and last; the model the client asked for; usage counts;
+    chunks whose choices an OpenAI SDK reads (delta objects, text content, tool calls with string
+    names and arguments), or one OpenAI error chunk, last before [DONE]."""
     blocks = [block for block in out.replace(b"\r\n", b"\n").split(b"\n\n") if block]
     if pings:
         blocks = [block for block in blocks if not block.startswith(b":")]
@@ -337,8 +338,22 @@ def check_chat_stream(out: bytes, model: str, pings: bool = False) -> None:
         assert block.startswith(b"data: ") and b"\n" not in block, f"not one data line: {block[:300]!r}"
         chunk = orjson.loads(block[len(b"data: ") :])
         assert isinstance(chunk, dict), f"a chunk that is not an object: {block[:300]!r}"
+        if "error" in chunk:
+            _check_openai_error(chunk, "an error chunk")
+            assert block is blocks[-2], f"chunks after an error chunk: {out[-300:]!r}"
+            continue
         if "model" in chunk:
             assert chunk["model"] == model, chunk
+        choices = chunk.get("choices", [])
+        assert isinstance(choices, list), chunk
+        for choice in choices:
+            delta = choice.get("delta", {}) if isinstance(choice, dict) else None
+            assert isinstance(delta, dict), f"a choice without a delta object: {choice!r}"[:300]
+            assert isinstance(delta.get("content", ""), (str, list, type(None))), delta
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") or {}
+                assert isinstance(function.get("name", ""), (str, type(None))), call
+                assert isinstance(function.get("arguments", ""), (str, type(None))), call
         usage = chunk.get("usage")
         if usage is not None:
             check_usage(usage, "chunk usage", ("prompt_tokens", "completion_tokens", "total_tokens"))

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from .anthropic_types import MAX_MODEL_NAME_LENGTH
-from .errors import ApiError, InvalidRequestError, ParleyError
+from .errors import ApiError, InvalidRequestError, ParleyError, worker_chunk_error
 from .request import WorkerProfile, fit_max_tokens
 from .response import (
     NAMELESS_TOOL_CALL,
@@ -128,6 +128,19 @@ def _completion_estimate(answer: dict[str, Any]) -> int:
     return estimate_text_tokens("".join(parts))
 
 
+def _arguments_as_text(function: dict[str, Any], where: str, path: str) -> None:
+    """A function's name and arguments as OpenAI clients read them: strings (Ollama's object of
+    arguments becomes its JSON text, in place)."""
+    name = function.get("name")
+    if name is not None and not isinstance(name, str):
+        raise odd_field(where, f"{path}.name", "a string")
+    arguments = function.get("arguments")
+    if isinstance(arguments, dict):
+        function["arguments"] = orjson.dumps(arguments).decode()
+    elif arguments is not None and not isinstance(arguments, str):
+        raise odd_field(where, f"{path}.arguments", "a string")
+
+
 def check_completion(answer: Any) -> None:
     """An answer an OpenAI client can read, or an ApiError naming the first field that is not:
     choices a non-empty list of objects, each with a message object whose content is text (or
@@ -153,8 +166,7 @@ def check_completion(answer: Any) -> None:
             function = call.get("function") if isinstance(call, dict) else None
             if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
                 raise ApiError(NAMELESS_TOOL_CALL)
-            if not isinstance(function.get("arguments", ""), (str, dict)):
-                raise odd_field("answer", f"{path}.message.tool_calls[{index}].function.arguments", "a string")
+            _arguments_as_text(function, "answer", f"{path}.message.tool_calls[{index}].function")
         error = finish_error(choice.get("finish_reason"))
         if error is not None:
             raise error
@@ -173,6 +185,49 @@ def answer_for_client(answer: dict[str, Any], model: str, prompt_estimate: int =
     except orjson.JSONEncodeError:
         raise ApiError(_UNSENDABLE) from None
     return client_answer
+
+
+def check_chunk(chunk: Any) -> int:
+    """A chunk an OpenAI client can read, or the ParleyError to end the stream with: the worker's
+    own error (`data: {"error": …}`), a field of the wrong type, a nameless tool call's first
+    delta, or a finish_reason that says the answer is incomplete. The characters of output it
+    carries (text, reasoning, tool arguments), for the estimate. Ollama's object of arguments
+    becomes its JSON text."""
+    if not isinstance(chunk, dict):
+        raise ApiError("The worker sent a stream chunk that is not a JSON object.")
+    choices = chunk.get("choices")
+    if "error" in chunk and not choices:
+        raise worker_chunk_error(chunk["error"])
+    if choices is None and "choices" in chunk:
+        chunk["choices"] = []  # a usage chunk's, as OpenAI's own
+    elif choices is not None and not isinstance(choices, list):
+        raise odd_field("stream chunk", "choices", "a list")
+    characters = 0
+    for position, choice in enumerate(choices or ()):
+        path = f"choices[{position}]"
+        if not isinstance(choice, dict):
+            raise odd_field("stream chunk", path, "an object")
+        delta = choice.get("delta")
+        if delta is not None and not isinstance(delta, dict):
+            raise odd_field("stream chunk", f"{path}.delta", "an object")
+        delta = delta or {}
+        characters += len(text_in(delta.get("content"), "stream chunk", f"{path}.delta.content"))
+        characters += len(reasoning_in(delta, "stream chunk", f"{path}.delta") or "")
+        calls = delta.get("tool_calls")
+        if calls is not None and not isinstance(calls, list):
+            raise odd_field("stream chunk", f"{path}.delta.tool_calls", "a list")
+        for index, call in enumerate(calls or ()):
+            call_path = f"{path}.delta.tool_calls[{index}]"
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(call, dict) or (function is not None and not isinstance(function, dict)):
+                raise odd_field("stream chunk", call_path, "an object with a function object")
+            if function is not None:
+                _arguments_as_text(function, "stream chunk", f"{call_path}.function")
+                characters += len(function.get("arguments") or "")
+        error = finish_error(choice.get("finish_reason"))
+        if error is not None:
+            raise error
+    return characters
 
 
 class ChatStreamRelay:
@@ -226,17 +281,14 @@ class ChatStreamRelay:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return self.fail(ApiError("The worker sent a stream chunk that is not valid JSON."))
-        if not isinstance(chunk, dict):
-            return self.fail(ApiError("The worker sent a stream chunk that is not a JSON object."))
+        try:
+            self._output_chars += check_chunk(chunk)
+        except ParleyError as error:
+            return self.fail(error)
         if isinstance(chunk.get("usage"), dict):
             self._worker_usage = chunk["usage"]
-        for choice in chunk.get("choices") if isinstance(chunk.get("choices"), list) else ():
-            if isinstance(choice, dict):
-                delta = choice.get("delta")
-                if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                    self._output_chars += len(delta["content"])
-                if choice.get("finish_reason"):
-                    self._finish_seen = True
+        if any(choice.get("finish_reason") for choice in chunk.get("choices") or ()):
+            self._finish_seen = True
         if not self._client_wants_usage:
             if not chunk.get("choices") and "usage" in chunk:
                 return b""

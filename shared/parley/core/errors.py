@@ -43,6 +43,7 @@ __all__ = [
     "RequestTooLargeError",
     "error_body",
     "retry_after_seconds",
+    "worker_chunk_error",
     "worker_error",
 ]
 
@@ -250,3 +251,16 @@ def worker_error(
     if seconds is not None and error_class is RateLimitError:
         headers = {"retry-after": _whole_seconds(seconds)}
     return error_class(message, headers=headers, should_retry=False if misconfigured else None)
+
+
+def worker_chunk_error(error: Any) -> ParleyError:
+    """A failure a worker reports inside its stream, as `data: {"error": {...}}` (vLLM): the status
+    is the error's `code` when that is an HTTP error status, else 500."""
+    status = 500
+    if isinstance(error, dict):
+        code = error.get("code")
+        if isinstance(code, int) and 400 <= code < 600:
+            status = code
+        elif isinstance(code, str) and code.isascii() and code.isdigit() and 400 <= int(code) < 600:
+            status = int(code)
+    return worker_error(status, {"error": error})

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from .errors import ApiError, ParleyError, error_body, worker_error
+from .errors import ApiError, ParleyError, error_body, worker_chunk_error
 from .response import (
     NAMELESS_TOOL_CALL,
     THINKING_SIGNATURE,
@@ -192,7 +192,7 @@ class ChatToMessagesStream:
             raise ApiError("The worker sent a stream chunk that is not a JSON object.")
         choices = chunk.get("choices")
         if "error" in chunk and not choices:
-            raise _chunk_error(chunk["error"])
+            raise worker_chunk_error(chunk["error"])
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._worker_usage = usage
@@ -423,18 +423,6 @@ class ChatToMessagesStream:
         )
         self._events.append(("message_stop", {"type": "message_stop"}))
         self.finished = True
-
-
-def _chunk_error(error: Any) -> ParleyError:
-    """vLLM reports a failure after the stream started as `data: {"error": {...}}`."""
-    status = 500
-    if isinstance(error, dict):
-        code = error.get("code")
-        if isinstance(code, int) and 400 <= code < 600:
-            status = code
-        elif isinstance(code, str) and code.isascii() and code.isdigit() and 400 <= int(code) < 600:
-            status = int(code)
-    return worker_error(status, {"error": error})
 
 
 class WorkerSSETranslator:
