@@ -6,7 +6,8 @@ test sees an empty script queue and an empty request log.
 
 from __future__ import annotations
 
-from typing import Iterator
+import time
+from typing import Any, Iterator
 
 import anthropic
 import httpx
@@ -78,3 +79,25 @@ def anonymous_http(parley: RunningParley) -> Iterator[httpx.Client]:
     """A raw client with no key."""
     with httpx.Client(base_url=parley.url, timeout=30) as raw:
         yield raw
+
+
+class OneInstant:
+    """`time` as admission sees it, stopped inside one rate-limit window: however long a test takes
+    on a busy machine, every request of it falls in the same window."""
+
+    def __init__(self, at: float) -> None:
+        self._at = at
+
+    def time(self) -> float:
+        return self._at
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@pytest.fixture
+def one_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Admission's clock stopped in the middle of the current rate-limit window (for the test)."""
+    from parley.web import accounting
+
+    monkeypatch.setattr(accounting, "time", OneInstant(time.time() // 60 * 60 + 30))

@@ -66,13 +66,6 @@ def priced(parley: Any, worker: Any) -> Iterator[str]:
     parley.services.routes.remove(PRICED_MODEL)
 
 
-def same_minute(needed_seconds: float = 5.0) -> None:
-    """Start at a point where the next `needed_seconds` stay inside one rate-limit window."""
-    into = time.time() % 60
-    if into > 60 - needed_seconds:
-        time.sleep(60 - into + 0.2)
-
-
 def wait_for_record(parley: Any, request_id: str, safety_net_seconds: float = 30.0) -> dict[str, Any]:
     """The request's usage record, once the request has ended on the server (an abandoned stream
     ends when the server notices) and the metering loop has metered it."""
@@ -191,10 +184,9 @@ def test_abandoned_stream_is_recorded_as_a_client_disconnect(parley, worker, raw
 # -- 3. requests per minute -----------------------------------------------------------------
 
 
-def test_requests_per_minute_with_headers(parley, raw):
+def test_requests_per_minute_with_headers(parley, raw, one_minute):
     key, _ = new_key(parley, limits=Limits(requests_per_minute=3))
     client = raw(key)
-    same_minute()
     remaining = []
     for _ in range(3):
         response = client.post("/v1/messages", json=request())
@@ -215,10 +207,9 @@ def test_requests_per_minute_with_headers(parley, raw):
 # -- 4. concurrency ---------------------------------------------------------------------------
 
 
-def test_requests_per_minute_hold_under_concurrency(parley, raw):
+def test_requests_per_minute_hold_under_concurrency(parley, raw, one_minute):
     key, _ = new_key(parley, limits=Limits(requests_per_minute=20))
     client = raw(key)
-    same_minute(15)
 
     def one(_: int) -> int:
         return client.post("/v1/messages", json=request()).status_code
@@ -233,12 +224,11 @@ def test_requests_per_minute_hold_under_concurrency(parley, raw):
 # -- 5. account limits span keys ----------------------------------------------------------------
 
 
-def test_account_limits_span_its_keys(parley, raw):
+def test_account_limits_span_its_keys(parley, raw, one_minute):
     account = fresh_account()
     parley.services.accounts.put(AccountRecord(account, Limits(requests_per_minute=2)))
     first, _ = new_key(parley, account)
     second, _ = new_key(parley, account)
-    same_minute()
     assert raw(first).post("/v1/messages", json=request()).status_code == 200
     assert raw(second).post("/v1/messages", json=request()).status_code == 200
     refused = raw(first).post("/v1/messages", json=request())
@@ -297,10 +287,9 @@ def test_model_outside_allowed_models_is_forbidden(parley, worker, raw):
 # -- 8. tokens per minute -------------------------------------------------------------------
 
 
-def test_tokens_per_minute_count_real_usage(parley, worker, raw):
+def test_tokens_per_minute_count_real_usage(parley, worker, raw, one_minute):
     key, _ = new_key(parley, limits=Limits(tokens_per_minute=50))
     client = raw(key)
-    same_minute()
     worker.enqueue(Answer(text="Seventy tokens, say.", prompt_tokens=40, completion_tokens=30))
     first = client.post("/v1/messages", json=request())
     assert first.status_code == 200, first.text

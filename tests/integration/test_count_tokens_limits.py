@@ -5,7 +5,6 @@ minute limit it, in windows of its own (limited, not billed: no usage record).""
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any, Iterator
 
 import httpx
@@ -20,13 +19,6 @@ from .helpers import HELLO, MODEL, WORKER_MODEL, assert_error, request
 
 TOKENIZING_MODEL = "counting-model"
 COUNT_PATH = "/v1/messages/count_tokens"
-
-
-def same_minute(needed_seconds: float = 5.0) -> None:
-    """Start at a point where the next `needed_seconds` stay inside one rate-limit window."""
-    into = time.time() % 60
-    if into > 60 - needed_seconds:
-        time.sleep(60 - into + 0.2)
 
 
 @pytest.fixture
@@ -80,9 +72,8 @@ def test_a_key_restricted_to_other_models_gets_403_and_reaches_no_tokenizer(parl
     assert refused == as_messages
 
 
-def test_a_keys_requests_per_minute_limit_count_tokens_in_a_window_of_its_own(parley, raw):
+def test_a_keys_requests_per_minute_limit_count_tokens_in_a_window_of_its_own(parley, raw, one_minute):
     client = raw(new_key(parley, limits=Limits(requests_per_minute=3)))
-    same_minute()
     remaining = []
     for _ in range(3):
         response = client.post(COUNT_PATH, json=count(MODEL))
@@ -95,20 +86,18 @@ def test_a_keys_requests_per_minute_limit_count_tokens_in_a_window_of_its_own(pa
     assert client.post("/v1/messages", json=request()).status_code == 200, "messages keep their own window"
 
 
-def test_an_accounts_requests_per_minute_limit_count_tokens_across_its_keys(parley, raw):
+def test_an_accounts_requests_per_minute_limit_count_tokens_across_its_keys(parley, raw, one_minute):
     account = f"count-{secrets.token_hex(4)}"
     parley.services.accounts.put(AccountRecord(account, Limits(requests_per_minute=2)))
     first, second = raw(new_key(parley, account)), raw(new_key(parley, account))
-    same_minute()
     assert first.post(COUNT_PATH, json=count(MODEL)).status_code == 200
     assert second.post(COUNT_PATH, json=count(MODEL)).status_code == 200
     refused = first.post(COUNT_PATH, json=count(MODEL))
     assert "this account's rate limit" in assert_error(refused, 429, "rate_limit_error")
 
 
-def test_count_tokens_is_not_billed(parley, raw):
+def test_count_tokens_is_not_billed(parley, raw, one_minute):
     client = raw(new_key(parley, limits=Limits(requests_per_minute=5, tokens_per_minute=1)))
-    same_minute()
     for _ in range(2):  # a tokens-per-minute limit does not apply: counting uses no tokens
         response = client.post(COUNT_PATH, json=count(MODEL))
         assert response.status_code == 200, response.text

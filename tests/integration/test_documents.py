@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import secrets
 import threading
-import time
 import zlib
 from typing import Any, Iterator
 
@@ -74,13 +73,6 @@ def with_pdf(pdf: bytes, **overrides: Any) -> dict[str, Any]:
     document = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": b64(pdf)}}
     content = [{"type": "text", "text": "Read this:"}, document]
     return request(messages=[{"role": "user", "content": content}], **overrides)
-
-
-def same_minute(needed_seconds: float = 5.0) -> None:
-    """Start at a point where the next `needed_seconds` stay inside one rate-limit window."""
-    into = time.time() % 60
-    if into > 60 - needed_seconds:
-        time.sleep(60 - into + 0.2)
 
 
 # -- the stack: PDF limits small enough to reach quickly ----------------------------------------
@@ -219,12 +211,11 @@ def test_count_tokens_keeps_the_same_limits(client_for):
 # -- admission comes first ----------------------------------------------------------------------
 
 
-def test_a_rate_limited_key_gets_429_for_a_pdf_without_it_being_read(stack, client_for, readings):
+def test_a_rate_limited_key_gets_429_for_a_pdf_without_it_being_read(stack, client_for, readings, one_minute):
     key, _ = stack.services.keys.create(
         account=f"pdf-{secrets.token_hex(4)}", name="t", limits=Limits(requests_per_minute=1)
     )
     client = client_for(key)
-    same_minute()
     assert client.post("/v1/messages", json=request(messages=HELLO)).status_code == 200
     refused = client.post("/v1/messages", json=with_pdf(crafted_pdf(HEAVY_REPEATS)))
     assert_error(refused, 429, "rate_limit_error")
