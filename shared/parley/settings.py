@@ -45,13 +45,14 @@ class Settings:
     usage_log: str = ".parley/usage"
     # Reading the text of a request's PDFs (for workers that take no files), for all its PDFs
     # together: seconds, content-stream operators, pages (past any: 400), characters of text
-    # (past it: 413); and the threads that read PDFs (more requests wait their turn), so that
-    # PDFs never hold the threads store calls need.
+    # (past it: 413); and the threads that read PDFs (more requests wait their turn, up to
+    # pdf_max_waiting; past that: 529), so that PDFs never hold the threads store calls need.
     pdf_seconds: float = _PDF.seconds
     pdf_max_operators: int = _PDF.max_operators
     pdf_max_pages: int = _PDF.max_pages
     pdf_max_text_chars: int = _PDF.max_text_chars
     pdf_threads: int = 2
+    pdf_max_waiting: int = 16
 
     @property
     def pdf_limits(self) -> PdfLimits:
@@ -93,6 +94,7 @@ class Settings:
             pdf_max_pages=_int("PARLEY_PDF_MAX_PAGES", defaults.pdf_max_pages),
             pdf_max_text_chars=_int("PARLEY_PDF_MAX_TEXT_CHARS", defaults.pdf_max_text_chars),
             pdf_threads=_int("PARLEY_PDF_THREADS", defaults.pdf_threads),
+            pdf_max_waiting=_int("PARLEY_PDF_MAX_WAITING", defaults.pdf_max_waiting),
             usage_log=os.environ.get(
                 "PARLEY_USAGE_LOG", "stdout" if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") else defaults.usage_log
             ),

@@ -10,6 +10,7 @@ in a Flate stream of a few kilobytes (`crafted_pdf`).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import secrets
 import threading
 import zlib
@@ -179,6 +180,32 @@ def test_health_answers_while_a_heavy_pdf_is_read(stack, client_for, readings):
     assert not heavy.is_alive() and answers, "the heavy request never ended"
     message = assert_error(answers[0], 400, "invalid_request_error")
     assert message.startswith(f"{PDF_FIELD}:") and "content-stream operators" in message
+
+
+def test_pdfs_past_the_threads_and_the_waiting_room_get_529(stack, client_for, readings):
+    # One thread and no room to wait: while one PDF is being read, the next request is told to come
+    # back (overloaded_error, which the SDKs retry) instead of queueing behind it without a bound.
+    settings = stack.services.settings
+    stack.services.settings = dataclasses.replace(settings, pdf_threads=1, pdf_max_waiting=0)
+    readings.gate()
+    answers: list[httpx.Response] = []
+    first = threading.Thread(
+        target=lambda: answers.append(client_for().post("/v1/messages", json=with_pdf(crafted_pdf(10))))
+    )
+    first.start()
+    try:
+        assert readings.started.wait(30), "the PDF was never read"
+        crowded = client_for().post("/v1/messages", json=with_pdf(crafted_pdf(10)))
+        assert_error(crowded, 529, "overloaded_error")
+    finally:
+        readings.release.set()
+        first.join(30)
+        stack.services.settings = settings
+    assert answers and answers[0].status_code == 200, "the request being read was not answered"
+    assert readings.count == 1
+    assert client_for().post("/v1/messages", json=with_pdf(crafted_pdf(10))).status_code == 200, (
+        "the pool is free again"
+    )
 
 
 # -- limits -------------------------------------------------------------------------------------
