@@ -167,6 +167,9 @@ class ObjectPrefix:
         mode = self._mode
         if mode == _BROKEN:
             return False
+        if mode == _START and _whole_object(text) is not None:  # a whole call in one piece (Ollama): orjson's speed
+            self._mode = _DONE
+            return True
         end = len(text)
         at = 0
         while at < end:
@@ -377,11 +380,8 @@ def arguments_to_input(arguments: Any, name: str | None) -> dict[str, Any]:
             raise arguments_error(name) from None
     if not isinstance(arguments, str):
         raise arguments_error(name)
-    try:  # the common case at orjson's speed; the checker agrees with it on whole objects
-        whole = orjson.loads(arguments)
-    except orjson.JSONDecodeError:
-        whole = None
-    if isinstance(whole, dict) and _shallow(whole, arguments):
+    whole = _whole_object(arguments)  # the common case, at orjson's speed
+    if whole is not None:
         return whole
     prefix = ObjectPrefix()
     prefix.feed(arguments)
@@ -391,6 +391,18 @@ def arguments_to_input(arguments: Any, name: str | None) -> dict[str, Any]:
     if suffix is None:
         raise arguments_error(name, prefix)
     return orjson.loads(arguments + suffix)
+
+
+def _whole_object(text: str) -> dict[str, Any] | None:
+    """The object `text` is, if it is one, at most MAX_JSON_DEPTH deep (orjson and the checker
+    agree on it); else None."""
+    if not text.rstrip().endswith("}"):
+        return None
+    try:
+        whole = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return whole if isinstance(whole, dict) and _shallow(whole, text) else None
 
 
 def _shallow(value: dict[str, Any], text: str) -> bool:
