@@ -101,3 +101,20 @@ def one_minute(monkeypatch: pytest.MonkeyPatch) -> None:
     from parley.web import accounting
 
     monkeypatch.setattr(accounting, "time", OneInstant(time.time() // 60 * 60 + 30))
+
+
+@pytest.fixture
+def raw(parley: RunningParley) -> Iterator[Any]:
+    """Plain httpx clients (no retries) of the session's Parley, one per API key: `raw(key)`."""
+    clients: list[httpx.Client] = []
+
+    def make(key: str) -> httpx.Client:
+        made = httpx.Client(
+            base_url=parley.url, headers={"x-api-key": key, "anthropic-version": "2023-06-01"}, timeout=30
+        )
+        clients.append(made)
+        return made
+
+    yield make
+    for made in clients:
+        made.close()

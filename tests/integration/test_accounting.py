@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-import httpx
 import pytest
 
 from parley.core.metering import Limits, Prices, UsageEvent, day_of
@@ -33,23 +32,6 @@ def fresh_account(prefix: str = "acct") -> str:
 
 def new_key(parley: Any, account: str | None = None, **kwargs: Any) -> tuple[str, Any]:
     return parley.services.keys.create(account=account or fresh_account(), name="t", **kwargs)
-
-
-@pytest.fixture
-def raw(parley: Any) -> Iterator[Any]:
-    """A raw client factory for a given key (no retries, plain httpx)."""
-    clients: list[httpx.Client] = []
-
-    def make(key: str) -> httpx.Client:
-        made = httpx.Client(
-            base_url=parley.url, headers={"x-api-key": key, "anthropic-version": "2023-06-01"}, timeout=30
-        )
-        clients.append(made)
-        return made
-
-    yield make
-    for made in clients:
-        made.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import secrets
 from typing import Any, Iterator
 
-import httpx
 import pytest
 
 from parley.core.metering import Limits
@@ -28,22 +27,6 @@ def tokenizing(parley: Any, worker: FakeWorker) -> Iterator[str]:
     parley.services.routes.put(Route(model=TOKENIZING_MODEL, workers=(worker_record,)))
     yield TOKENIZING_MODEL
     parley.services.routes.remove(TOKENIZING_MODEL)
-
-
-@pytest.fixture
-def raw(parley: Any) -> Iterator[Any]:
-    clients: list[httpx.Client] = []
-
-    def make(key: str) -> httpx.Client:
-        made = httpx.Client(
-            base_url=parley.url, headers={"x-api-key": key, "anthropic-version": "2023-06-01"}, timeout=30
-        )
-        clients.append(made)
-        return made
-
-    yield make
-    for made in clients:
-        made.close()
 
 
 def new_key(parley: Any, account: str | None = None, **kwargs: Any) -> str:
