@@ -20,6 +20,7 @@ import httpx
 import orjson
 import pytest
 
+import parley.core.errors
 from parley.core.tokens import estimate_prompt_tokens
 from parley.io.failover import WorkerHealth
 from parley.io.routes import Route, RouteStore, Timeouts, Worker
@@ -31,6 +32,7 @@ from tests.anthropic_stream import assert_well_formed
 from tests.fakeworker import Answer, FakeWorker, WorkerError
 from tests.stack import RunningParley, free_port, parley_stack, serve
 
+from .conftest import OneInstant
 from .helpers import WEATHER_TOOL, assert_error, parse_sse, post_stream, request, sdk_stream_final
 
 BOTH_WAYS = pytest.mark.parametrize("streaming", [False, True], ids=["buffered", "streamed"])
@@ -80,13 +82,15 @@ def test_a_workers_retry_after_is_passed_on_only_as_whole_seconds(client, worker
     assert caught.value.response.headers.get("retry-after") == passed_on
 
 
-def test_a_retry_after_that_is_an_http_date_becomes_seconds_from_now(client, worker):
-    later = email.utils.formatdate(time.time() + 120, usegmt=True)
+def test_a_retry_after_that_is_an_http_date_becomes_seconds_from_now(client, worker, monkeypatch):
+    # The clock Parley reads the date against is stopped where the date was written: exactly 120 s.
+    now = float(int(time.time()))
+    monkeypatch.setattr(parley.core.errors, "time", OneInstant(now))
+    later = email.utils.formatdate(now + 120, usegmt=True)
     worker.enqueue(WorkerError(429, {"error": {"message": "slow down"}}, {"retry-after": later}))
     with pytest.raises(anthropic.RateLimitError) as caught:
         client.messages.create(**request())
-    seconds = caught.value.response.headers["retry-after"]
-    assert seconds.isdigit() and 0 < int(seconds) <= 121, seconds
+    assert caught.value.response.headers["retry-after"] == "120"
 
 
 # -- 2. a 200 that is no event stream ---------------------------------------------------------------
