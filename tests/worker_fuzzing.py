@@ -61,7 +61,7 @@ from tests.fakeworker.scripts import (
     render_buffered,
     render_stream,
 )
-from tests.fuzz_settings import FUZZ_SCALE, fuzz
+from tests.fuzz_common import FUZZ_SCALE, fuzz, json_paths
 
 __all__ = [
     "ERROR_TYPES",
@@ -490,15 +490,6 @@ def wrong_value(rng: random.Random) -> Any:
     return json.loads(json.dumps(value)) if isinstance(value, (list, dict)) else value
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found: list[tuple[Any, ...]] = []
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, child in items:
-        found.append((*prefix, key))
-        found.extend(_paths(child, (*prefix, key)))
-    return found
-
-
 def _parent_of(root: Any, path: tuple[Any, ...]) -> Any:
     parent = root
     for part in path[:-1]:
@@ -508,7 +499,7 @@ def _parent_of(root: Any, path: tuple[Any, ...]) -> Any:
 
 def _retype_or_delete(rng: random.Random, root: Any) -> None:
     """One value anywhere in `root` replaced by a value of another type, or deleted."""
-    paths = _paths(root)
+    paths = json_paths(root)
     if not paths:
         return
     path = rng.choice(paths)

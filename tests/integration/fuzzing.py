@@ -22,7 +22,7 @@ import httpx
 from hypothesis import strategies as st
 
 from tests.anthropic_stream import assert_well_formed
-from tests.fuzz_settings import FUZZ_SCALE, FUZZ_SETTINGS, fuzz
+from tests.fuzz_common import FUZZ_SCALE, FUZZ_SETTINGS, fuzz, json_paths
 
 from .helpers import ALIAS, MODEL, parse_sse
 
@@ -397,16 +397,6 @@ def random_json(rng: random.Random, depth: int = 0) -> Any:
     return {rng.choice([*FIELD_NAMES, random_text(rng)]): random_json(rng, depth + 1) for _ in range(rng.randint(0, 3))}
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every path to a value inside `value` (the root excluded)."""
-    found: list[tuple[Any, ...]] = []
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, child in items:
-        found.append((*prefix, key))
-        found.extend(_paths(child, (*prefix, key)))
-    return found
-
-
 def _deep(depth: int, kind: str) -> str:
     """JSON text nested `depth` levels deep (built as text: no recursion here)."""
     if kind == "list":
@@ -418,7 +408,7 @@ def mutate(rng: random.Random, original: dict[str, Any]) -> bytes:
     """A request with one to three of its values deleted, replaced, wrapped, nested deeply, blown up
     or retyped, then (one time in three) damaged as bytes."""
     body = json.loads(json.dumps(original))  # a deep copy
-    paths = _paths(body)
+    paths = json_paths(body)
     deep = ""
     for _ in range(rng.randint(1, 3)):
         if not paths:

@@ -1,13 +1,15 @@
-"""The hypothesis settings every fuzzer of the suite runs with: fixed and reproducible, the same
-cases on every run (no example database, derandomized)."""
+"""What every fuzzer of the suite shares: the hypothesis settings (fixed and reproducible, the same
+cases on every run: no example database, derandomized), and the paths into a JSON value that
+mutations pick from."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from hypothesis import HealthCheck, Phase, settings
 
-__all__ = ["FUZZ_SCALE", "FUZZ_SETTINGS", "fuzz"]
+__all__ = ["FUZZ_SCALE", "FUZZ_SETTINGS", "fuzz", "json_paths"]
 
 FUZZ_SCALE = float(os.environ.get("PARLEY_FUZZ_SCALE", "1"))
 
@@ -25,3 +27,13 @@ def fuzz(examples: int) -> settings:
     PARLEY_FUZZ_SHRINK=0 reports each failure as found, unshrunk: fast while many fail."""
     phases = [phase for phase in Phase if phase != Phase.shrink or os.environ.get("PARLEY_FUZZ_SHRINK") != "0"]
     return settings(FUZZ_SETTINGS, max_examples=max(1, round(examples * FUZZ_SCALE)), phases=phases)
+
+
+def json_paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path to a value inside `value` (the root excluded)."""
+    found: list[tuple[Any, ...]] = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        found.append((*prefix, key))
+        found.extend(json_paths(child, (*prefix, key)))
+    return found
