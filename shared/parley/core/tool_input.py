@@ -59,6 +59,17 @@ _LITERAL = 13
 _DONE = 14  # after the object's "}"
 _BROKEN = 15
 
+# What completes the text in a mode whose completion does not depend on what came before.
+_COMPLETING_HEADS = {
+    _STRING: '"',
+    _ESCAPE: '\\"',  # the pending backslash escapes a backslash
+    _LOW_BACKSLASH: '\\udc00"',
+    _LOW_U: 'udc00"',
+    _KEY: '"":null',
+    _COLON: ":null",
+    _VALUE: "null",
+}
+
 # The parts of a number, in order.
 _MINUS, _ZERO, _INT, _POINT, _FRACTION, _E, _E_SIGN, _EXPONENT = range(8)
 _NUMBER_CAN_END = frozenset((_ZERO, _INT, _FRACTION, _EXPONENT))
@@ -133,23 +144,9 @@ class ObjectPrefix:
             return "{}"
         if mode == _DONE:
             return ""
-        head = ""
-        if mode == _STRING:
-            head = '"'
-        elif mode == _ESCAPE:
-            head = '\\"'
-        elif mode == _UNICODE:
+        head = _COMPLETING_HEADS.get(mode, "")
+        if mode == _UNICODE:
             head = _pad_escape(self._hex, self._low) + '"'
-        elif mode == _LOW_BACKSLASH:
-            head = '\\udc00"'
-        elif mode == _LOW_U:
-            head = 'udc00"'
-        elif mode == _KEY:
-            head = '"":null'
-        elif mode == _COLON:
-            head = ":null"
-        elif mode == _VALUE:
-            head = "null"
         elif mode == _LITERAL:
             head = self._literal
         elif mode == _NUMBER:
