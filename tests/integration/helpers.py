@@ -40,6 +40,19 @@ TIME_TOOL = {
 }
 
 
+def pdf_of(objects: list[bytes]) -> bytes:
+    """A PDF file of these objects (numbered from 1; the first is the catalog), with its xref table."""
+    pdf, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(pdf))
+        pdf += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(pdf)
+    pdf += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    pdf += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    pdf += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(pdf)
+
+
 def request(**overrides: Any) -> dict[str, Any]:
     """A minimal valid Messages request, with overrides."""
     return {"model": MODEL, "max_tokens": 256, "messages": HELLO, **overrides}

@@ -30,7 +30,7 @@ from tests.fakeworker import FakeWorker
 from tests.stack import RunningParley, parley_stack, tables_named
 
 from .conftest import SAFETY_NET
-from .helpers import HELLO, MODEL, WORKER_MODEL, assert_error, last_worker_body, request
+from .helpers import HELLO, MODEL, WORKER_MODEL, assert_error, last_worker_body, pdf_of, request
 
 MAX_OPERATORS = 50_000
 MAX_TEXT_CHARS = 5_000
@@ -54,15 +54,7 @@ def crafted_pdf(repeats: int, pages: int = 1, show: bytes = b"x") -> bytes:
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
         b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(content), content),
     ]
-    pdf, offsets = bytearray(b"%PDF-1.4\n"), []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(pdf))
-        pdf += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(pdf)
-    pdf += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    pdf += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    pdf += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(pdf)
+    return pdf_of(objects)
 
 
 def b64(pdf: bytes) -> str:

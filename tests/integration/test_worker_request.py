@@ -12,6 +12,7 @@ from .helpers import (
     WEATHER_TOOL,
     WORKER_MODEL,
     last_worker_body,
+    pdf_of,
     request,
     sdk_stream_final,
     stream_raw,
@@ -33,15 +34,7 @@ def tiny_pdf(text: str) -> bytes:
         b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
-    pdf, offsets = b"%PDF-1.4\n", []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(pdf))
-        pdf += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(pdf)
-    pdf += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    pdf += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    pdf += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return pdf
+    return pdf_of(objects)
 
 
 def test_system_string_is_the_first_system_message(client, worker):
