@@ -58,11 +58,6 @@ class WorkerFailure(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after(value: str | None) -> float | None:
-    """The worker's `retry-after`, read once here: seconds, or None if it is no delay."""
-    return retry_after_seconds(value)
-
-
 @contextmanager
 def _translate_transport_errors() -> Iterator[None]:
     try:
@@ -86,7 +81,7 @@ def _failure_from(response: aiohttp.ClientResponse, body: bytes) -> WorkerFailur
         parsed: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         parsed = body[:_MAX_ERROR_BODY].decode("utf-8", "replace")
-    retry_after = _retry_after(response.headers.get("retry-after"))
+    retry_after = retry_after_seconds(response.headers.get("retry-after"))  # read once, here
     error = worker_error(response.status, parsed, retry_after=retry_after, content_type=response.content_type)
     return WorkerFailure(error, error.status not in _REQUEST_FAULTS, retry_after)
 
