@@ -177,14 +177,22 @@ def _replay_usage(args: argparse.Namespace) -> int:
     return 1 if report.unavailable else 0
 
 
-_WORKER_FLAGS = {"continuous_usage", "images", "files", "tokenize", "adapt_tool_schemas", "short_tool_ids"}
+_WORKER_FLAGS = {
+    "continuous_usage",
+    "images",
+    "files",
+    "tokenize",
+    "adapt_tool_schemas",
+    "short_tool_ids",
+    "fold_system",
+}
 _WORKER_NUMBERS = {"weight": float, "max_output_tokens": int, "context_tokens": int}
 
 
 def _worker_spec(spec: str) -> dict[str, Any]:
     """`url=…,model=…[,key=env:NAME][,api=anthropic][,weight=2][,tokenize][,images=false]…`; a flag
     without a value is true, `=false` (no, 0) false, and a flag not given keeps the worker's default
-    (for `tokenize`: learn whether the worker tokenizes)."""
+    (for `tokenize` and `fold_system`: learn it from the worker)."""
     options: dict[str, Any] = {}
     for part in filter(None, (piece.strip() for piece in spec.split(","))):
         name, _, value = part.partition("=")
@@ -330,7 +338,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="another worker (repeatable): url=…,model=…[,key=env:NAME|secretsmanager:ID|ssm:NAME]"
         "[,api=openai|anthropic][,weight=N][,max_output_tokens=N][,context_tokens=N]"
-        "[,tokenize|tokenize=false][,images=false][,files][,adapt_tool_schemas][,short_tool_ids][,continuous_usage]"
+        "[,tokenize|tokenize=false][,images=false][,files][,adapt_tool_schemas][,short_tool_ids][,fold_system][,continuous_usage]"
         " (tokenize: always use the worker's POST /tokenize; tokenize=false: never; neither: Parley learns"
         " whether it has one)",
     )

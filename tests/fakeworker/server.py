@@ -112,6 +112,17 @@ def _error_body(message: str, kind: str, code: int) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
 
 
+# What vLLM answers when the chat template raises (Mistral's and Gemma's, on a system message
+# that is not first): the same 400 for /v1/chat/completions, streamed or not, and for /tokenize.
+TEMPLATE_REFUSAL = "Conversation roles must alternate user/assistant/user/assistant/..."
+
+
+def _refused_by_strict_template(prompt: Any) -> bool:
+    messages = prompt.get("messages") if isinstance(prompt, dict) else None
+    roles = [message.get("role") for message in messages or () if isinstance(message, dict)]
+    return "system" in roles[1:]
+
+
 def _prompt_token_count(prompt: Any) -> int:
     parts = [prompt.get("messages"), prompt.get("tools")] if isinstance(prompt, dict) else [prompt]
     return max(1, len(json.dumps(parts).encode()) // 3)
@@ -125,13 +136,15 @@ class FakeWorker:
     ``token_count``, or when it is None a count of its own from the prompt's size (a third of its
     bytes: not Parley's estimate, so a test can tell the two apart). Every request is recorded in
     ``requests``; ``disconnects`` counts connections the client closed before the response was
-    complete.
+    complete. ``strict_template``: its chat template refuses a system message that is not first,
+    as vLLM does with Mistral's or Gemma's (a 400 for both paths, no script taken).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, model: str = "fake-model") -> None:
         self.host = host
         self.model = model
         self.token_count: int | None = None
+        self.strict_template = False
         self._cond = threading.Condition()
         self._queue: deque[Script] = deque()
         self._requests: list[dict[str, Any]] = []
@@ -198,6 +211,7 @@ class FakeWorker:
             self._disconnects = 0
             self._connections = 0
             self.token_count = None
+            self.strict_template = False
 
     def close(self) -> None:
         if self._closed:
@@ -317,6 +331,12 @@ class FakeWorker:
     async def _respond(self, conn: _Connection, request: dict[str, Any]) -> bool:
         path = request["path"].split("?", 1)[0]
         close = not request["keep_alive"]
+        if path in (CHAT_PATH, TOKENIZE_PATH) and self.strict_template and _refused_by_strict_template(request["body"]):
+            body = _error_body(TEMPLATE_REFUSAL, "BadRequestError", 400)
+            await conn.send(
+                _head(400, [("content-type", "application/json"), ("content-length", str(len(body)))], close) + body
+            )
+            return not close
         if request["method"] == "POST" and path in (CHAT_PATH, MESSAGES_PATH):
             request["anthropic"] = path == MESSAGES_PATH
             return await self._serve_script(conn, request, self._next_script())

@@ -7,6 +7,10 @@
 - Tool-call ids: Mistral's tokenizer (vLLM `--tokenizer-mode mistral`) takes only 9-character
   alphanumeric ids. `short_tool_id` maps each id to one deterministically, so a tool_use and
   its tool_result still pair up, across turns too.
+- System messages: Mistral's and Gemma's chat templates refuse a system message anywhere but
+  first, and Claude Code sends its reminders as system messages after the first user turn.
+  `core.request` folds them into the neighbouring user turn for such a worker;
+  `later_system_message` tells whether a prompt has one (so whether folding would change it).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import hashlib
 import string
 from typing import Any
 
-__all__ = ["adapt_tool_schema", "short_tool_id", "shorten_tool_ids"]
+__all__ = ["adapt_tool_schema", "later_system_message", "short_tool_id", "shorten_tool_ids"]
 
 _DROPPED_KEYWORDS = frozenset({"$schema", "$id", "$comment", "format", "propertyNames", "examples"})
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
@@ -61,3 +65,8 @@ def shorten_tool_ids(messages: list[dict[str, Any]]) -> None:
             call["id"] = short_tool_id(call["id"])
         if message.get("role") == "tool":
             message["tool_call_id"] = short_tool_id(message["tool_call_id"])
+
+
+def later_system_message(messages: list[dict[str, Any]]) -> bool:
+    """Whether a system message comes after the first turn, or after another system message."""
+    return any(message["role"] == "system" for message in messages[1:])

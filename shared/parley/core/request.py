@@ -53,6 +53,7 @@ class WorkerProfile:
     files: bool = False
     adapt_tool_schemas: bool = False
     short_tool_ids: bool = False
+    fold_system_messages: bool = False
 
 
 def _system_text(blocks: list[TextBlock]) -> str:
@@ -220,12 +221,28 @@ def _append(chat: list[dict[str, Any]], message: dict[str, Any]) -> None:
         previous["tool_calls"] = [*previous.get("tool_calls", ()), *message["tool_calls"]]
 
 
+def _fold_system_message(chat: list[dict[str, Any]], text: str) -> None:
+    """For chat templates that take one system message, and only first (Mistral's, Gemma's): a
+    system message before any turn joins the leading one; a later one joins its neighbouring
+    user turn (or is one, between two assistant turns)."""
+    if not chat:
+        chat.append({"role": "system", "content": text})
+    elif all(message["role"] == "system" for message in chat):
+        chat[0]["content"] = f"{chat[0]['content']}\n{text}"
+    else:
+        _append(chat, {"role": "user", "content": text})
+
+
 def prompt_to_chat_messages(
-    request: CountTokensRequest, files: bool = False, documents: DocumentTexts | None = None
+    request: CountTokensRequest,
+    files: bool = False,
+    documents: DocumentTexts | None = None,
+    fold_system_messages: bool = False,
 ) -> list[dict[str, Any]]:
     """The prompt as chat messages. `documents` are the texts of the PDFs it reads as text
     (`pdf_sources(request, files)`), extracted beforehand by the shell; None reads them here,
-    within the default `PdfLimits` (for callers with no event loop to keep free)."""
+    within the default `PdfLimits` (for callers with no event loop to keep free).
+    `fold_system_messages`: see `_fold_system_message`."""
     if documents is None:
         documents = pdf_texts(pdf_sources(request, files), PdfLimits())
     chat: list[dict[str, Any]] = []
@@ -244,7 +261,11 @@ def prompt_to_chat_messages(
                 _append(chat, assistant)
         else:
             system_message = _system_message(message, path)
-            if system_message is not None:
+            if system_message is None:
+                continue
+            if fold_system_messages:
+                _fold_system_message(chat, system_message["content"])
+            else:
                 chat.append(system_message)
     return chat
 
@@ -330,7 +351,7 @@ def messages_to_chat(
     `documents`: as for `prompt_to_chat_messages`."""
     chat: dict[str, Any] = {
         "model": worker.model,
-        "messages": prompt_to_chat_messages(request, worker.files, documents),
+        "messages": prompt_to_chat_messages(request, worker.files, documents, worker.fold_system_messages),
         "max_tokens": fit_max_tokens(request.max_tokens, worker),
     }
     for field in ("temperature", "top_p", "top_k"):

@@ -50,6 +50,7 @@ class Worker:
     tokenize: bool | None = None
     adapt_tool_schemas: bool = False
     short_tool_ids: bool = False
+    fold_system: bool | None = None
 
     def __post_init__(self) -> None:
         if self.api not in WORKER_APIS:
@@ -70,6 +71,7 @@ class Worker:
             files=self.files,
             adapt_tool_schemas=self.adapt_tool_schemas,
             short_tool_ids=self.short_tool_ids,
+            fold_system_messages=self.fold_system is True,
         )
 
     @property

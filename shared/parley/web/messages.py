@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from dataclasses import replace
+from typing import Any, Awaitable, Callable, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -13,12 +14,14 @@ from ..core.anthropic_types import MessagesRequest, parse_count_tokens_request, 
 from ..core.documents import DocumentTexts, estimate_pdf_tokens, pdf_sources
 from ..core.ids import new_message_id
 from ..core.passthrough import anthropic_request_for_worker, message_from_worker, usage_of_message
+from ..core.quirks import later_system_message
 from ..core.request import WorkerProfile, fit_max_tokens, messages_to_chat, prompt_to_chat_messages, tools_to_chat
 from ..core.response import AnswerContext, chat_to_message
 from ..core.tokens import estimate_prompt_tokens
+from ..io.chat_templates import ChatTemplates
 from ..io.keys import KeyRecord
 from ..io.routes import Route, Worker
-from ..io.worker import WorkerClient, WorkerStream
+from ..io.worker import WorkerClient, WorkerFailure, WorkerStream
 from .accounting import admit, admit_count_tokens, note_route
 from .dependencies import authenticate, read_body, resolve_route, services_of
 from .documents import read_pdfs
@@ -32,6 +35,7 @@ from .upstream import call_route, first_answer_or_error, unless_client_leaves
 __all__ = ["router"]
 
 router = APIRouter()
+T = TypeVar("T")
 
 _CHAT_PATH = "/chat/completions"
 _MESSAGES_PATH = "/v1/messages"
@@ -40,17 +44,28 @@ _MESSAGES_PATH = "/v1/messages"
 class _WorkerRequests:
     """The request each worker of the route gets, built once per kind of worker."""
 
-    def __init__(self, request: Request, body: bytes, message_request: MessagesRequest) -> None:
+    def __init__(
+        self, request: Request, body: bytes, message_request: MessagesRequest, templates: ChatTemplates
+    ) -> None:
         self._http_request = request
         self._body = body
         self._message_request = message_request
+        self._templates = templates
         self._chats: dict[WorkerProfile, dict[str, Any]] = {}
         self._raw: dict[str, Any] | None = None
         self.documents: DocumentTexts = {}  # the PDFs' texts, once read (`read_documents`)
         self.prompt_tokens = 0
 
-    def chat(self, worker: Worker) -> dict[str, Any]:
+    def _profile(self, worker: Worker, folded: bool = False) -> WorkerProfile:
         profile = worker.profile
+        if not profile.fold_system_messages and (folded or self._templates.folds(worker)):
+            profile = replace(profile, fold_system_messages=True)
+        return profile
+
+    def chat(self, worker: Worker, folded: bool = False) -> dict[str, Any]:
+        """The worker's chat request; `folded`: with its system messages folded whatever the
+        worker is known to take."""
+        profile = self._profile(worker, folded)
         chat = self._chats.get(profile)
         if chat is None:
             chat = self._chats[profile] = messages_to_chat(self._message_request, profile, self.documents)
@@ -63,7 +78,7 @@ class _WorkerRequests:
         if not pdfs:
             chat = self.chat(worker)
             return estimate_prompt_tokens(chat["messages"], chat.get("tools"))
-        chat = messages_to_chat(self._message_request, worker.profile, dict.fromkeys(pdfs, ""))
+        chat = messages_to_chat(self._message_request, self._profile(worker), dict.fromkeys(pdfs, ""))
         return estimate_prompt_tokens(chat["messages"], chat.get("tools")) + estimate_pdf_tokens(
             pdfs, max_pdf_text_chars
         )
@@ -90,12 +105,25 @@ class _WorkerRequests:
             headers["anthropic-beta"] = beta
         return headers
 
+    async def _call_chat(self, worker: Worker, call: Callable[[dict[str, Any]], Awaitable[T]]) -> T:
+        """`call` with the worker's chat request; once more with its system messages folded if
+        the worker's template refused them (`io.chat_templates`)."""
+        chat = self.chat(worker)
+        try:
+            return await call(chat)
+        except WorkerFailure as failure:
+            if not self._templates.may_fold_after(worker, failure, later_system_message(chat["messages"])):
+                raise
+        answer = await call(self.chat(worker, folded=True))
+        self._templates.learned(worker)
+        return answer
+
     async def complete(self, client: WorkerClient, worker: Worker, timeouts: Any) -> dict[str, Any]:
         if worker.api == "anthropic":
             return await client.complete(
                 worker, _MESSAGES_PATH, self.anthropic(worker), timeouts, self.anthropic_headers()
             )
-        return await client.complete(worker, _CHAT_PATH, self.chat(worker), timeouts)
+        return await self._call_chat(worker, lambda chat: client.complete(worker, _CHAT_PATH, chat, timeouts))
 
     async def message(
         self, client: WorkerClient, worker: Worker, timeouts: Any, context: AnswerContext
@@ -114,7 +142,7 @@ class _WorkerRequests:
             return await client.open_stream(
                 worker, _MESSAGES_PATH, self.anthropic(worker), timeouts, self.anthropic_headers()
             )
-        return await client.open_stream(worker, _CHAT_PATH, self.chat(worker), timeouts)
+        return await self._call_chat(worker, lambda chat: client.open_stream(worker, _CHAT_PATH, chat, timeouts))
 
 
 def _text_worker(route: Route) -> Worker | None:
@@ -134,7 +162,7 @@ async def create_message(request: Request, key: KeyRecord = Depends(authenticate
     if outcome is not None:
         outcome.stream = bool(message_request.stream)
         note_route(outcome, route, message_request.model)
-    requests = _WorkerRequests(request, body, message_request)
+    requests = _WorkerRequests(request, body, message_request, services.templates)
     requests.prompt_tokens = requests.admission_estimate(route.worker, services.settings.pdf_max_text_chars)
     await admit(request, services, key, route, requests.prompt_tokens)
     text_worker = _text_worker(route)
@@ -185,12 +213,14 @@ async def count_tokens(request: Request, key: KeyRecord = Depends(authenticate))
     route = await resolve_route(request, count_request.model, key.account)
     await admit_count_tokens(request, services, key, route)
     documents = await read_pdfs(request, services, pdf_sources(count_request))
+    worker = tokenizing_worker(route)
+    folds = worker is not None and services.templates.folds(worker)
     chat = {
-        "messages": prompt_to_chat_messages(count_request, documents=documents),
+        "messages": prompt_to_chat_messages(count_request, documents=documents, fold_system_messages=folds),
         "tools": tools_to_chat(count_request),
     }
     tokens = None
-    if tokenizing_worker(route) is not None:
+    if worker is not None:
         tokens = await unless_client_leaves(request, prompt_token_count(services, route, chat))
     if tokens is None:
         tokens = estimate_prompt_tokens(chat["messages"], chat["tools"])

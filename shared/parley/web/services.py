@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..io.accounts import AccountStore
+from ..io.chat_templates import ChatTemplates
 from ..io.egress import public_only_connector
 from ..io.failover import FailoverPolicy, WorkerHealth
 from ..io.keys import KeyStore
@@ -31,6 +32,7 @@ class Services:
     account_worker: WorkerClient  # for accounts' own workers: public addresses only
     health: WorkerHealth
     tokenizers: WorkerTokenizers  # which workers answer POST /tokenize, learned per instance
+    templates: ChatTemplates  # which workers' templates refuse later system messages, learned per instance
     failover: FailoverPolicy
     rng: random.Random
     telemetry: Telemetry
@@ -62,6 +64,7 @@ class Services:
             account_worker=WorkerClient(settings.worker_max_connections, connector=public_only_connector),
             health=WorkerHealth(),
             tokenizers=WorkerTokenizers(),
+            templates=ChatTemplates(),
             failover=FailoverPolicy(
                 attempts=settings.worker_attempts, cooldown_seconds=settings.worker_cooldown_seconds
             ),
