@@ -215,6 +215,26 @@ def _tool_use(call: Any, path: str) -> dict[str, Any]:
     }
 
 
+HERMES_CALL_TAG = "<tool_call>"
+
+
+def cut_markup_call(text: str | None, finish_reason: Any) -> dict[str, Any] | None:
+    """vLLM's hermes tool parser (Qwen's and Hermes' models) gives a buffered call cut by
+    max_tokens no tool_calls, only its markup as the text: `<tool_call>{"name": …, "arguments":
+    {…`. Streamed, the same call arrives as tool_calls deltas. That call as a tool_use, its input
+    completed as a streamed one's is; None for any other text."""
+    if finish_reason != "length" or text is None or not text.lstrip().startswith(HERMES_CALL_TAG):
+        return None
+    try:
+        call = arguments_to_input(text.lstrip()[len(HERMES_CALL_TAG) :], None)
+    except ApiError:
+        return None
+    name, arguments = call.get("name"), call.get("arguments")  # a name before "arguments" is whole
+    if not isinstance(name, str) or not name or not isinstance(arguments, dict):
+        return None
+    return {"type": "tool_use", "id": new_tool_use_id(), "name": name, "input": arguments}
+
+
 def chat_to_message(completion: Any, context: AnswerContext) -> dict[str, Any]:
     """A chat.completion → the Anthropic message. Any field Parley reads that has the wrong type,
     and a finish_reason that says the worker did not finish, is an ApiError naming it.
@@ -239,13 +259,17 @@ def chat_to_message(completion: Any, context: AnswerContext) -> dict[str, Any]:
     elif not isinstance(calls, list):
         raise odd_field("answer", "choices[0].message.tool_calls", "a list")
     tool_uses = [_tool_use(call, f"choices[0].message.tool_calls[{n}]") for n, call in enumerate(calls)]
+    written = text  # for the output's estimate
+    cut_call = None if tool_uses else cut_markup_call(text, choice.get("finish_reason"))
+    if cut_call is not None:
+        tool_uses, text = [cut_call], ""
     content: list[dict[str, Any]] = []
     if reasoning and context.thinking:
         content.append({"type": "thinking", "thinking": reasoning, "signature": THINKING_SIGNATURE})
     if text and not (tool_uses and text.isspace()):
         content.append({"type": "text", "text": text})
     content += tool_uses
-    output = [text, reasoning or ""]
+    output = [written, reasoning or ""]
     output += (arguments for call in calls if isinstance(arguments := call["function"].get("arguments"), str))
     output_size = sum(map(utf8_size, output))
     stop = finish_to_stop_reason(
