@@ -1,9 +1,10 @@
-"""The real-worker suite (`make test-real`): Parley in front of a real vLLM serving a tiny model
-with random weights. Collected only when PARLEY_REAL_PYTHON names the inference server's Python
-(make test-real installs it); `make test` leaves these files alone.
+"""The real-worker suite (`make test-real`): Parley in front of real inference servers serving tiny
+models with random weights. Collected only when PARLEY_REAL_PYTHON names vLLM's Python (make
+test-real installs it); `make test` leaves these files alone.
 
 Random weights write random words: the tests check shapes, stop reasons, grammar and counts,
-never words.
+never words. Where a check needs the same answer twice it asks for greedy decoding
+(`temperature: 0`): vLLM's dummy weights come from a fixed seed, so the answer is repeatable.
 """
 
 from __future__ import annotations
@@ -27,22 +28,52 @@ if not REAL_PYTHON:
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "claude-real-vllm"
+"""Parley's route to vLLM's OpenAI API (/v1/chat/completions)."""
+NATIVE_MODEL = "claude-real-vllm-native"
+"""Parley's route to vLLM's own Anthropic API (/v1/messages): an `api: anthropic` passthrough."""
 PATIENT = Timeouts(connect=5.0, first_byte=300.0, idle=120.0, buffered=300.0)
+CONTEXT_TOKENS = 65536
+MAX_OUTPUT_TOKENS = 512
+PING_SECONDS = 2.0
+
+
+def tiny_model(folder: Path, template: str = "qwen") -> Path:
+    """The tiny model's directory, written by the server's Python (it has `tokenizers`; Parley's
+    environment does not need it)."""
+    model = folder / f"tiny-{template}"
+    command = [str(REAL_PYTHON), "-m", "tests.real.tiny_model", str(model), "--template", template]
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return model
+
+
+def vllm_workers(server: VllmServer, **quirks: object) -> tuple[Worker, Worker]:
+    """The server as Parley's OpenAI worker and as its Anthropic (passthrough) worker."""
+    limits = {"max_output_tokens": MAX_OUTPUT_TOKENS, "context_tokens": CONTEXT_TOKENS}
+    openai = Worker(base_url=server.base_url, model=SERVED_MODEL, **limits, **quirks)
+    anthropic = Worker(base_url=server.base_url, model=SERVED_MODEL, api="anthropic", **limits)
+    return openai, anthropic
 
 
 @pytest.fixture(scope="session")
 def vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """vLLM serving the tiny model with the Qwen template. PARLEY_REAL_VLLM_PORT names one already
+    serving it on that loopback port (for working on the suite: vLLM takes 1-2 min to start);
+    the tests that stop and restart vLLM then skip."""
     folder = tmp_path_factory.mktemp("vllm")
-    model = folder / "tiny-qwen"
-    # The server's Python has `tokenizers`; Parley's environment does not need it.
-    subprocess.run([str(REAL_PYTHON), "-m", "tests.real.tiny_model", str(model)], cwd=ROOT, check=True)
-    with VllmServer(Path(str(REAL_PYTHON)), model, folder / "vllm.log") as server:
+    if os.environ.get("PARLEY_REAL_VLLM_PORT"):
+        yield VllmServer.running(int(os.environ["PARLEY_REAL_VLLM_PORT"]))
+        return
+    with VllmServer(Path(str(REAL_PYTHON)), tiny_model(folder), folder / "vllm.log") as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def parley(dynamodb: object, vllm: VllmServer) -> Iterator[RunningParley]:
-    worker = Worker(base_url=vllm.base_url, model=SERVED_MODEL, max_output_tokens=512, context_tokens=65536)
-    routes = [Route(model=MODEL, workers=(worker,), timeouts=PATIENT)]
-    with parley_stack(dynamodb, Settings(**tables_named("real"), ping_seconds=2.0), routes) as running:
+    openai, anthropic = vllm_workers(vllm)
+    routes = [
+        Route(model=MODEL, workers=(openai,), timeouts=PATIENT, aliases=("claude-*",)),
+        Route(model=NATIVE_MODEL, workers=(anthropic,), timeouts=PATIENT),
+    ]
+    settings = Settings(**tables_named("real"), ping_seconds=PING_SECONDS)
+    with parley_stack(dynamodb, settings, routes) as running:
         yield running

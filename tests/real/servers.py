@@ -30,19 +30,33 @@ def _free_port() -> int:
 
 
 class VllmServer:
-    def __init__(self, python: Path, model_dir: Path, log: Path, *extra: str) -> None:
+    def __init__(self, python: Path, model_dir: Path, log: Path, *extra: str, port: int | None = None) -> None:
         self.python = python
         self.model_dir = model_dir
         self.log = log
         self.extra = extra
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
+
+    @classmethod
+    def running(cls, port: int) -> "VllmServer":
+        """One already serving on `port`, started elsewhere: not this object's to stop or restart."""
+        return cls(Path(), Path(), Path(), port=port)
+
+    @property
+    def owned(self) -> bool:
+        return self.process is not None
 
     @property
     def base_url(self) -> str:
         """The OpenAI base URL (the Anthropic one is the same without /v1)."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self.root_url}/v1"
+
+    @property
+    def root_url(self) -> str:
+        """Where /health, /tokenize, /metrics and the Anthropic API's /v1/messages are."""
+        return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
         return [
@@ -79,7 +93,7 @@ class VllmServer:
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
         }
-        self._log_file = self.log.open("wb")
+        self._log_file = self.log.open("ab")
         self.process = subprocess.Popen(
             self.command(), env=env, stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -110,6 +124,17 @@ class VllmServer:
                 self.process.wait(30)
         if self._log_file is not None:
             self._log_file.close()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an out-of-memory kill ends it: no graceful shutdown."""
+        assert self.process is not None, "not started here"
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+
+    def restart(self) -> None:
+        """Start it again on the same port, after `kill` or `stop`."""
+        self.stop()
+        self.start()
 
     def __enter__(self) -> "VllmServer":
         return self.start()
