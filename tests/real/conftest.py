@@ -77,3 +77,31 @@ def parley(dynamodb: object, vllm: VllmServer) -> Iterator[RunningParley]:
     settings = Settings(**tables_named("real"), ping_seconds=PING_SECONDS)
     with parley_stack(dynamodb, settings, routes) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def vllm_strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """vLLM serving the tiny model with a template that, like Mistral's and Gemma's, refuses a
+    system message anywhere but first. PARLEY_REAL_VLLM_STRICT_PORT: one already serving it."""
+    if os.environ.get("PARLEY_REAL_VLLM_STRICT_PORT"):
+        yield VllmServer.running(int(os.environ["PARLEY_REAL_VLLM_STRICT_PORT"]))
+        return
+    folder = tmp_path_factory.mktemp("vllm-strict")
+    with VllmServer(Path(str(REAL_PYTHON)), tiny_model(folder, "strict"), folder / "vllm.log") as server:
+        yield server
+
+
+CLAUDES = {
+    "pinned": ROOT / "node_modules" / ".bin" / "claude",
+    "newest": Path(os.environ.get("PARLEY_REAL_CLAUDE", "/nonexistent")),
+}
+"""The Claude Code CLIs: the one package.json pins, and the newest (make test-real installs it
+into its cache and names it in PARLEY_REAL_CLAUDE)."""
+
+
+@pytest.fixture(params=sorted(CLAUDES))
+def claude_cli(request: pytest.FixtureRequest) -> Path:
+    binary = CLAUDES[request.param]
+    if not binary.is_file():
+        pytest.fail(f"Claude Code ({request.param}) is not installed at {binary}: run make test-real", pytrace=False)
+    return binary
