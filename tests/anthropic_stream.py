@@ -163,4 +163,8 @@ def accumulate(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
             continue
         snapshot = accumulate_event(event=data, current_snapshot=snapshot, json_bufs=json_buffers)
     assert snapshot is not None
-    return snapshot.to_dict(exclude_none=True)
+    message = snapshot.to_dict(exclude_none=True)
+    for block, built in zip(message["content"], snapshot.content, strict=True):
+        if block["type"] == "tool_use":
+            block["input"] = built.input  # its nulls are the input's, not absent fields
+    return message

@@ -105,10 +105,13 @@ def ids_masked(message: dict) -> dict:
     return message
 
 
-def without_nulls(value):
-    """The SDK's snapshot leaves out fields that are null (stop_sequence), as to_dict(exclude_none) does."""
+def without_nulls(value, key: str | None = None):
+    """The SDK's snapshot leaves out fields that are null (stop_sequence), as to_dict(exclude_none)
+    does; a tool's input is kept whole (`accumulate` keeps it so: its nulls are values)."""
+    if key == "input":
+        return value
     if isinstance(value, dict):
-        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+        return {name: without_nulls(item, name) for name, item in value.items() if item is not None}
     if isinstance(value, list):
         return [without_nulls(item) for item in value]
     return value
