@@ -140,7 +140,9 @@ def serve(app: Any, name: str = "parley-uvicorn", startup_seconds: float = 15.0)
     """Serve an ASGI app under uvicorn in a daemon thread on a free port; yields its base URL
     once GET /health answers 200. Error answers are captured for the session's key scan."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(CaptureErrors(app), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(CaptureErrors(app), host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=30)
+    )
     thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

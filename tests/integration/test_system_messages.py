@@ -132,3 +132,13 @@ def test_count_tokens_counts_the_folded_prompt_once_the_worker_folds(http, stric
     assert counted.json() == {"input_tokens": 777}, "the worker's count, not an estimate after a refusal"
     tokenized = [seen["body"]["messages"] for seen in strict.requests if seen["path"] == "/tokenize"]
     assert tokenized == [FOLDED]
+
+
+def test_llama_cpps_500_refusal_teaches_parley_too(http, worker, route_to):
+    # llama.cpp's server answers every failure 500, its template's refusal included.
+    refusal = {"message": TEMPLATE_REFUSAL, "type": "internal_server_error", "param": None, "code": None}
+    worker.enqueue(WorkerError(500, {"error": refusal}))
+    model = route_to()
+    assert http.post("/v1/messages", json=request(model=model, messages=REMINDED)).status_code == 200
+    assert http.post("/v1/messages", json=request(model=model, messages=REMINDED)).status_code == 200
+    assert chat_messages(worker) == [AS_SENT, FOLDED, FOLDED]

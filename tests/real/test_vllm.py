@@ -47,7 +47,7 @@ TOOL_TURNS_AS_CHAT = [
     *PARIS,
     {
         "role": "assistant",
-        "content": None,
+        "content": "",
         "tool_calls": [
             {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
         ],

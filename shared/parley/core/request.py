@@ -182,7 +182,7 @@ def _assistant_message(message: Message, path: str) -> dict[str, Any] | None:
             )
     if not texts and not tool_calls:
         return None
-    chat: dict[str, Any] = {"role": "assistant", "content": "\n".join(texts) if texts else None}
+    chat: dict[str, Any] = {"role": "assistant", "content": "\n".join(texts)}
     if tool_calls:
         chat["tool_calls"] = tool_calls
     return chat
@@ -216,7 +216,7 @@ def _append(chat: list[dict[str, Any]], message: dict[str, Any]) -> None:
         chat.append(message)  # text after tool calls would be reordered before them
         return
     parts = _as_parts(previous.get("content")) + _as_parts(message.get("content"))
-    previous["content"] = _content(parts) if parts else (None if role == "assistant" else "")
+    previous["content"] = _content(parts) if parts else ""
     if message.get("tool_calls"):
         previous["tool_calls"] = [*previous.get("tool_calls", ()), *message["tool_calls"]]
 

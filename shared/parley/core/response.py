@@ -8,7 +8,7 @@ from typing import Any
 from .errors import ApiError
 from .ids import is_tool_use_id, new_tool_use_id
 from .tokens import estimate_tokens_of_size, worker_token_count_or
-from .tool_input import arguments_to_input
+from .tool_input import arguments_to_input, read_arguments
 
 NAMELESS_TOOL_CALL = "The worker sent a tool call without a function name."
 THINKING_SIGNATURE = ""
@@ -33,7 +33,6 @@ __all__ = [
     "reasoning_in",
     "reasoning_of",
     "text_in",
-    "tool_arguments_to_input",
     "tool_use_id",
     "usage_to_anthropic",
     "utf8_size",
@@ -125,12 +124,6 @@ def odd_field(where: str, path: str, expected: str) -> ApiError:
     return ApiError(f"The worker's {where} has {path} that is not {expected}.")
 
 
-def tool_arguments_to_input(arguments: Any, name: str | None = None) -> dict[str, Any]:
-    """The tool input object (`tool_input.arguments_to_input`): "" or null → {}, an object or its
-    text → itself, a prefix of one (a call cut short) → completed, anything else → ApiError."""
-    return arguments_to_input(arguments, name)
-
-
 def tool_use_id(worker_id: Any) -> str:
     """The worker's id when it is already an Anthropic tool_use id (`toolu_…`), else a new one."""
     return worker_id if is_tool_use_id(worker_id) else new_tool_use_id()
@@ -191,7 +184,8 @@ def _first_choice(completion: Any) -> dict[str, Any]:
     return choices[0]
 
 
-def _tool_use(call: Any, path: str) -> dict[str, Any]:
+def _tool_use(call: Any, path: str) -> tuple[dict[str, Any], bool]:
+    """The call as a tool_use block, and whether its arguments were cut short."""
     if not isinstance(call, dict):
         raise odd_field("answer", path, "an object")
     function = call.get("function")
@@ -207,12 +201,8 @@ def _tool_use(call: Any, path: str) -> dict[str, Any]:
     worker_id = call.get("id")
     if worker_id is not None and not isinstance(worker_id, str):
         raise odd_field("answer", f"{path}.id", "a string")
-    return {
-        "type": "tool_use",
-        "id": tool_use_id(worker_id),
-        "name": name,
-        "input": tool_arguments_to_input(function.get("arguments"), name),
-    }
+    tool_input, cut = read_arguments(function.get("arguments"), name)
+    return {"type": "tool_use", "id": tool_use_id(worker_id), "name": name, "input": tool_input}, cut
 
 
 HERMES_CALL_TAG = "<tool_call>"
@@ -258,9 +248,13 @@ def chat_to_message(completion: Any, context: AnswerContext) -> dict[str, Any]:
         calls = []
     elif not isinstance(calls, list):
         raise odd_field("answer", "choices[0].message.tool_calls", "a list")
-    tool_uses = [_tool_use(call, f"choices[0].message.tool_calls[{n}]") for n, call in enumerate(calls)]
+    read_calls = [_tool_use(call, f"choices[0].message.tool_calls[{n}]") for n, call in enumerate(calls)]
+    tool_uses = [tool_use for tool_use, _ in read_calls]
+    # A call completed by Parley was cut by max_tokens, whatever the worker says (llama.cpp ends a
+    # forced call "tool_calls" when max_tokens cut it).
+    finish_reason = "length" if any(cut for _, cut in read_calls) else choice.get("finish_reason")
     written = text  # for the output's estimate
-    cut_call = None if tool_uses else cut_markup_call(text, choice.get("finish_reason"))
+    cut_call = None if tool_uses else cut_markup_call(text, finish_reason)
     if cut_call is not None:
         tool_uses, text = [cut_call], ""
     content: list[dict[str, Any]] = []
@@ -273,7 +267,7 @@ def chat_to_message(completion: Any, context: AnswerContext) -> dict[str, Any]:
     output += (arguments for call in calls if isinstance(arguments := call["function"].get("arguments"), str))
     output_size = sum(map(utf8_size, output))
     stop = finish_to_stop_reason(
-        choice.get("finish_reason"),
+        finish_reason,
         choice.get("stop_reason", choice.get("matched_stop")),
         context.stop_sequences,
         bool(tool_uses),

@@ -85,6 +85,7 @@ class ChatToMessagesStream:
         self._finish_reason: str | None = None
         self._unfinished: ApiError | None = None  # the finish_reason said the answer is incomplete
         self._matched_stop: Any = None
+        self._cut_call = False  # a tool call whose arguments were completed here
         self._worker_usage: dict[str, Any] | None = None
         self._seen_done = False
         self._output_bytes = 0
@@ -368,6 +369,7 @@ class ChatToMessagesStream:
             raise arguments_error(call.name, arguments)
         arguments.feed(suffix)
         self._delta({"type": "input_json_delta", "partial_json": suffix})
+        self._cut_call = True
 
     def _advance_tools(self) -> None:
         """Open the next waiting call once the open one is complete; its held fragments go first."""
@@ -408,8 +410,11 @@ class ChatToMessagesStream:
             self._delta({"type": "text_delta", "text": "".join(self._held_text)})
             self._close_open_block()
         self._held_text.clear()
+        # A call completed here was cut by max_tokens, whatever the worker says (llama.cpp ends a
+        # forced call "tool_calls" when max_tokens cut it).
+        finish_reason = "length" if self._cut_call else self._finish_reason
         stop = finish_to_stop_reason(
-            self._finish_reason, self._matched_stop, self._context.stop_sequences, self._has_tool_calls
+            finish_reason, self._matched_stop, self._context.stop_sequences, self._has_tool_calls
         )
         self._events.append(
             (

@@ -27,7 +27,7 @@ import orjson
 from .anthropic_types import MAX_JSON_DEPTH
 from .errors import ApiError
 
-__all__ = ["ObjectPrefix", "arguments_error", "arguments_to_input"]
+__all__ = ["ObjectPrefix", "arguments_error", "arguments_to_input", "read_arguments"]
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 # String characters up to the next quote, backslash or control character, and whole escapes other
@@ -368,8 +368,13 @@ def arguments_error(name: str | None, prefix: ObjectPrefix | None = None) -> Api
 def arguments_to_input(arguments: Any, name: str | None) -> dict[str, Any]:
     """A call's tool input: "" or null → {}; an object, or the text of one → it; a prefix of one
     (the call was cut) → completed; anything else (not an object, text after it) → ApiError."""
+    return read_arguments(arguments, name)[0]
+
+
+def read_arguments(arguments: Any, name: str | None) -> tuple[dict[str, Any], bool]:
+    """`arguments_to_input`, and whether the arguments had to be completed (the call was cut)."""
     if arguments is None:
-        return {}
+        return {}, False
     if isinstance(arguments, dict):
         try:
             arguments = orjson.dumps(arguments).decode()
@@ -379,15 +384,15 @@ def arguments_to_input(arguments: Any, name: str | None) -> dict[str, Any]:
         raise arguments_error(name)
     whole = _whole_object(arguments)  # the common case, at orjson's speed
     if whole is not None:
-        return whole
+        return whole, False
     prefix = ObjectPrefix()
     prefix.feed(arguments)
     if prefix.empty:
-        return {}
+        return {}, False
     suffix = prefix.completion()
     if suffix is None:
         raise arguments_error(name, prefix)
-    return orjson.loads(arguments + suffix)
+    return orjson.loads(arguments + suffix), True
 
 
 def _whole_object(text: str) -> dict[str, Any] | None:

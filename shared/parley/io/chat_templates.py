@@ -5,9 +5,10 @@ Mistral's and Gemma's templates raise on any system message that is not first ("
 roles must alternate user/assistant/..."); Claude Code sends its reminders as system messages
 after the first user turn, so every request it makes would be refused. A worker's `fold_system`
 decides when it is set (True: always fold them into the neighbouring user turn, False: never).
-When it is not, a worker's first refusal teaches it: a 400 whose message speaks of roles or
-the system message, for a prompt with a later system message, is tried again folded, and if
-that answer is accepted, this worker's prompts are folded from then on. Folding changes nothing
+When it is not, a worker's first refusal teaches it: a 400 (or a 500: llama.cpp's server answers
+every failure so) whose message speaks of roles or the system message, for a prompt with a
+later system message, is tried again folded, and if that answer is accepted, this worker's
+prompts are folded from then on. Folding changes nothing
 a lenient template needs, so what is learned is kept for the instance's life.
 """
 
@@ -20,7 +21,8 @@ from .worker import WorkerFailure
 
 __all__ = ["ChatTemplates"]
 
-_REFUSAL = re.compile(r"\brole|\bsystem", re.IGNORECASE)
+_REFUSAL = re.compile(r"\broles?\b|\bsystem message", re.IGNORECASE)
+_REFUSAL_STATUSES = (400, 500)
 
 
 class ChatTemplates:
@@ -42,7 +44,7 @@ class ChatTemplates:
             later_system_message
             and worker.fold_system is None
             and not self.folds(worker)
-            and failure.error.status == 400
+            and failure.error.status in _REFUSAL_STATUSES
             and _REFUSAL.search(failure.error.message) is not None
         )
 
