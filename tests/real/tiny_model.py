@@ -69,10 +69,10 @@ def _config() -> dict:
     }
 
 
-def write_model(directory: Path, template: str = "qwen") -> Path:
+def train_tokenizer():  # -> tokenizers.Tokenizer (imported here: Parley's environment lacks it)
+    """The byte-level BPE tokenizer, trained on the spot: the same on every machine of a kind."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-    directory.mkdir(parents=True, exist_ok=True)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -84,7 +84,12 @@ def write_model(directory: Path, template: str = "qwen") -> Path:
         show_progress=False,
     )
     tokenizer.train_from_iterator(_corpus(), trainer)
-    tokenizer.save(str(directory / "tokenizer.json"))
+    return tokenizer
+
+
+def write_model(directory: Path, template: str = "qwen") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    train_tokenizer().save(str(directory / "tokenizer.json"))
     (directory / "config.json").write_text(json.dumps(_config(), indent=2) + "\n")
     (directory / "generation_config.json").write_text(
         json.dumps({"bos_token_id": EOS, "eos_token_id": [IM_END, EOS], "do_sample": True}, indent=2) + "\n"
