@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,3 +182,20 @@ def assert_error(response: Any, status: int, error_type: str) -> str:
     assert body["request_id"] == response.headers["request-id"] == response.headers["x-request-id"]
     assert response.headers["x-should-retry"] in ("true", "false")
     return message
+
+
+def wait_for_record(parley: Any, request_id: str, safety_net_seconds: float = 30.0) -> dict[str, Any]:
+    """The request's usage record, once the request has ended on the server (an abandoned stream
+    ends when the server notices) and the metering loop has metered it."""
+    deadline = time.monotonic() + safety_net_seconds
+    while True:
+        assert parley.services.metered(), "the metering loop did not catch up"
+        record = parley.services.usage.record_of(request_id)
+        if record is not None:
+            return record
+        assert time.monotonic() < deadline, f"no usage record for {request_id}: its usage was lost"
+        time.sleep(0.05)
+
+
+def as_int(value: Any) -> int:
+    return int(float(value))

@@ -17,7 +17,7 @@ from parley.io.accounts import AccountRecord
 from parley.io.routes import Route, Worker
 from tests.fakeworker import Answer, WorkerError
 
-from .helpers import HELLO, MODEL, WORKER_MODEL, assert_error, parse_sse, request
+from .helpers import HELLO, MODEL, WORKER_MODEL, as_int, assert_error, parse_sse, request, wait_for_record
 
 PRICED_MODEL = "priced-model"
 INPUT_PER_MTOK, OUTPUT_PER_MTOK = 3.0, 15.0
@@ -46,23 +46,6 @@ def priced(parley: Any, worker: Any) -> Iterator[str]:
     )
     yield PRICED_MODEL
     parley.services.routes.remove(PRICED_MODEL)
-
-
-def wait_for_record(parley: Any, request_id: str, safety_net_seconds: float = 30.0) -> dict[str, Any]:
-    """The request's usage record, once the request has ended on the server (an abandoned stream
-    ends when the server notices) and the metering loop has metered it."""
-    deadline = time.monotonic() + safety_net_seconds
-    while True:
-        assert parley.services.metered(), "the metering loop did not catch up"
-        record = parley.services.usage.record_of(request_id)
-        if record is not None:
-            return record
-        assert time.monotonic() < deadline, f"no usage record for {request_id}: its usage was lost"
-        time.sleep(0.05)
-
-
-def as_int(value: Any) -> int:
-    return int(float(value))
 
 
 def as_bool(value: Any) -> bool:

@@ -28,8 +28,7 @@ from parley.core.anthropic_types import parse_count_tokens_request
 from parley.core.request import prompt_to_chat_messages, tools_to_chat
 from parley.core.tokens import estimate_prompt_tokens
 from tests.anthropic_stream import StreamResult, assert_well_formed
-from tests.integration.helpers import RawStream, assert_error, post_stream
-from tests.integration.test_accounting import as_int, wait_for_record
+from tests.integration.helpers import RawStream, as_int, assert_error, post_stream, wait_for_record
 from tests.stack import RunningParley
 
 from .conftest import CONTEXT_TOKENS, MAX_OUTPUT_TOKENS, MODEL, NATIVE_MODEL

@@ -12,8 +12,7 @@ import httpx
 import pytest
 
 from tests.anthropic_stream import assert_well_formed
-from tests.integration.helpers import parse_sse
-from tests.integration.test_accounting import as_int, wait_for_record
+from tests.integration.helpers import as_int, parse_sse, wait_for_record
 
 from .conftest import MODEL
 from .servers import VllmServer
