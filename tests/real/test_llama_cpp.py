@@ -26,8 +26,8 @@ from tests.anthropic_stream import assert_well_formed
 from tests.integration.helpers import parse_sse
 from tests.stack import RunningParley, parley_stack, tables_named
 
-from .llama_cpp import CONTEXT_TOKENS, LlamaCppServer
-from .servers import SERVED_MODEL
+from .prompts import FORCED, GREEDY, HELLO, PARIS, WEATHER
+from .servers import SERVED_MODEL, LlamaCppServer
 
 LLAMA_PYTHON = os.environ.get("PARLEY_LLAMA_PYTHON")
 if not LLAMA_PYTHON:
@@ -39,20 +39,7 @@ STRICT_MODEL = "claude-real-llama-strict"
 FOLDED_MODEL = "claude-real-llama-strict-folded"  # the strict server, fold_system set
 STREAM_FIRST_MODEL = "claude-real-llama-strict-streamed"  # the strict server, nothing learned yet
 PATIENT = Timeouts(connect=5.0, first_byte=120.0, idle=60.0, buffered=120.0)
-WEATHER = {
-    "name": "get_weather",
-    "description": "The weather in a city",
-    "input_schema": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
-HELLO = [{"role": "user", "content": "Hello"}]
-PARIS = [{"role": "user", "content": "Weather in Paris?"}]
-FORCED = {"type": "tool", "name": "get_weather"}
-GREEDY = {"temperature": 0}  # repeatable answers (this anthropic SDK's create() takes no `temperature`)
-OVER_CONTEXT = [{"role": "user", "content": "word " * (CONTEXT_TOKENS + 2000)}]
+OVER_CONTEXT = [{"role": "user", "content": "word " * (LlamaCppServer.context_tokens + 2000)}]
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +70,7 @@ def parley_llama(
     def worker(server: LlamaCppServer, model: str = SERVED_MODEL, **quirks: object) -> Worker:
         # llama.cpp answers whatever model name it is sent: a name of its own keeps what Parley
         # learns about this worker apart (it learns per base URL and model)
-        limits = {"max_output_tokens": 512, "context_tokens": CONTEXT_TOKENS}
+        limits = {"max_output_tokens": 512, "context_tokens": LlamaCppServer.context_tokens}
         return Worker(base_url=server.base_url, model=model, **limits, **quirks)
 
     routes = [

@@ -16,23 +16,10 @@ from tests.integration.helpers import parse_sse
 from tests.stack import RunningParley
 
 from .conftest import MODEL, PING_SECONDS
+from .prompts import FORCED, GREEDY, HELLO, PARIS, SDK_GREEDY, WEATHER
 from .servers import SERVED_MODEL, VllmServer
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "requests"
-WEATHER = {
-    "name": "get_weather",
-    "description": "The weather in a city",
-    "input_schema": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
-HELLO = [{"role": "user", "content": "Hello"}]
-PARIS = [{"role": "user", "content": "Weather in Paris?"}]
-FORCED = {"type": "tool", "name": "get_weather"}
-GREEDY = {"temperature": 0}
-SDK_GREEDY = {"extra_body": GREEDY}  # the Python SDK 2.x has no `temperature` parameter any more
 # The same conversation as Anthropic's messages, and as the Chat Completions messages Parley must
 # turn them into (for vLLM's own count of them).
 TOOL_TURNS = [

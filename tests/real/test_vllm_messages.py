@@ -32,6 +32,7 @@ from tests.integration.helpers import RawStream, as_int, assert_error, post_stre
 from tests.stack import RunningParley
 
 from .conftest import CONTEXT_TOKENS, MAX_OUTPUT_TOKENS, MODEL, NATIVE_MODEL
+from .prompts import GREEDY, HELLO, PARIS, WEATHER
 from .servers import SERVED_MODEL, VllmServer
 
 VLLM = "vllm"
@@ -43,13 +44,6 @@ PASSTHROUGH = "passthrough"
 SIDES = (VLLM, TRANSLATED, PASSTHROUGH)
 PARLEY_SIDES = (TRANSLATED, PASSTHROUGH)
 
-HELLO = [{"role": "user", "content": "Hello"}]
-PARIS = [{"role": "user", "content": "Weather in Paris?"}]
-WEATHER = {
-    "name": "get_weather",
-    "description": "The weather in a city",
-    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-}
 SUNNY = {
     "name": "is_sunny",
     "description": "Whether it is sunny in Paris",
@@ -64,7 +58,6 @@ TOOL_RESULT_TURN = [
     },
     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01Paris", "content": "Sunny, 21 C"}]},
 ]
-GREEDY = {"temperature": 0}
 PARLEY_USAGE = {
     "input_tokens",
     "cache_creation_input_tokens",

@@ -15,9 +15,8 @@ from tests.anthropic_stream import assert_well_formed
 from tests.integration.helpers import as_int, parse_sse, wait_for_record
 
 from .conftest import MODEL
+from .prompts import HELLO
 from .servers import VllmServer
-
-HELLO = [{"role": "user", "content": "Hello"}]
 
 
 @pytest.fixture
