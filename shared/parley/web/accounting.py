@@ -8,12 +8,15 @@ limited, not billed."""
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import Any
 
 from starlette.requests import Request
 
 from ..core.errors import InvalidRequestError, PermissionDeniedError
 from ..core.metering import MICROS_PER_USD, Limits, UsageEvent, cost_micros
+from ..core.usage_log import usage_line
 from ..io.accounts import AccountRecord
 from ..io.background import refresh_in_background
 from ..io.expiring import ExpiringCache
@@ -21,11 +24,21 @@ from ..io.keys import KeyRecord
 from ..io.limits import Allowance, rate_limit_headers
 from ..io.routes import Route
 from ..telemetry import RequestOutcome
-from .dependencies import store_call
+from .dependencies import services_of_app, store_call
 from .middleware import outcome_of
 from .services import Services
 
-__all__ = ["COUNT_TOKENS_SCOPE", "admit", "admit_count_tokens", "conclude", "note_route", "usage_event"]
+metering_logger = logging.getLogger("parley.metering")
+
+__all__ = [
+    "COUNT_TOKENS_SCOPE",
+    "admit",
+    "admit_count_tokens",
+    "conclude",
+    "note_route",
+    "record_outcome",
+    "usage_event",
+]
 
 COUNT_TOKENS_SCOPE = "#count_tokens"
 """The suffix of count_tokens' rate-limit scopes: `key#<id>#count_tokens`, `account#<id>#count_tokens`."""
@@ -143,3 +156,16 @@ def conclude(services: Services, outcome: RequestOutcome) -> UsageEvent | None:
         for allowance in outcome.allowances:
             services.limits.note_tokens(allowance, used - outcome.estimated_tokens)
     return event
+
+
+def record_outcome(app: Any, outcome: RequestOutcome) -> None:
+    """A finished request (RequestContextMiddleware's `record`): its usage line to the usage log,
+    its outcome to telemetry."""
+    services = services_of_app(app)
+    event = conclude(services, outcome)
+    if event is not None:
+        try:
+            services.usage_log.append(event)
+        except OSError:  # a full disk, say: the line in the error log can be replayed
+            metering_logger.exception("usage log write failed; replay this line: %s", usage_line(event).rstrip())
+    services.telemetry.record(outcome)

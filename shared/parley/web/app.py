@@ -22,6 +22,7 @@ from ..core.errors import (
 )
 from ..io.background import drain
 from . import chat_completions, messages, models, usage
+from .accounting import record_outcome
 from .chat_completions import CHAT_COMPLETIONS_PATH
 from .middleware import RequestContextMiddleware, outcome_of
 from .openapi import install_openapi
@@ -112,7 +113,7 @@ def create_app(services_factory: Callable[[], Services] = Services.from_environm
     )
     app.state.services = None
     app.state.services_factory = services_factory
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, record=record_outcome)
     app.add_exception_handler(ParleyError, _parley_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

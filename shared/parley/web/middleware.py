@@ -1,22 +1,19 @@
-"""Per-request context: the request id on every response, and the request's outcome recorded
-once, before the response's last byte (after it, Lambda may freeze the process): its usage line
-goes to the usage log (stdout or the local journal: no network, docs/metering.md)."""
+"""Per-request context: the request id on every response, and the request's outcome handed to
+`record` once, before the response's last byte (after it, Lambda may freeze the process). The
+app wires `record` (web/accounting.py `record_outcome`: the usage line to the usage log, stdout or
+the local journal, no network, docs/metering.md), so this module depends on no other of web/."""
 
 from __future__ import annotations
 
-import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..core.ids import new_request_id
-from ..core.usage_log import usage_line
 from ..telemetry import RequestOutcome
 
 __all__ = ["RequestContextMiddleware", "outcome_of"]
 
 _OBSERVED_PREFIX = "/v1/"
-
-logger = logging.getLogger("parley.metering")
 
 
 def outcome_of(request: Any) -> RequestOutcome | None:
@@ -24,8 +21,9 @@ def outcome_of(request: Any) -> RequestOutcome | None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, record: Callable[[Any, RequestOutcome], None]) -> None:
         self.app = app
+        self.record = record  # record(the ASGI app, the finished outcome)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -48,17 +46,7 @@ class RequestContextMiddleware:
                 return
             finished, outcome = outcome, None
             finished.finished = time.perf_counter()
-            from .accounting import conclude
-            from .dependencies import services_of_app
-
-            services = services_of_app(scope["app"])
-            event = conclude(services, finished)
-            if event is not None:
-                try:
-                    services.usage_log.append(event)
-                except OSError:  # a full disk, say: the line in the error log can be replayed
-                    logger.exception("usage log write failed; replay this line: %s", usage_line(event).rstrip())
-            services.telemetry.record(finished)
+            self.record(scope["app"], finished)
             if final is not None:
                 await send(final)
 
