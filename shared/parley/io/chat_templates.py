@@ -29,25 +29,21 @@ class ChatTemplates:
     def __init__(self) -> None:
         self._folding: set[tuple[str, str]] = set()
 
-    @staticmethod
-    def _key(worker: Worker) -> tuple[str, str]:
-        return worker.base_url, worker.model
-
     def folds(self, worker: Worker) -> bool:
         if worker.fold_system is not None:
             return worker.fold_system
-        return self._key(worker) in self._folding
+        return worker.identity in self._folding
 
     def may_fold_after(self, worker: Worker, failure: WorkerFailure, later_system_message: bool) -> bool:
         """Whether `failure` is the template refusing a later system message: worth one try folded."""
         return (
             later_system_message
             and worker.fold_system is None
-            and not self.folds(worker)
+            and worker.identity not in self._folding
             and failure.error.status in _REFUSAL_STATUSES
             and _REFUSAL.search(failure.error.message) is not None
         )
 
     def learned(self, worker: Worker) -> None:
         """The folded prompt was accepted: fold this worker's prompts from now on."""
-        self._folding.add(self._key(worker))
+        self._folding.add(worker.identity)

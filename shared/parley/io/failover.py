@@ -43,19 +43,15 @@ class WorkerHealth:
         self._clock = clock
         self._cooling_until: dict[tuple[str, str], float] = {}
 
-    @staticmethod
-    def _key(worker: Worker) -> tuple[str, str]:
-        return worker.base_url, worker.model
-
     def cooling_until(self, worker: Worker) -> float:
-        until = self._cooling_until.get(self._key(worker), 0.0)
+        until = self._cooling_until.get(worker.identity, 0.0)
         return until if until > self._clock() else 0.0
 
     def failed(self, worker: Worker, seconds: float) -> None:
-        self._cooling_until[self._key(worker)] = self._clock() + seconds
+        self._cooling_until[worker.identity] = self._clock() + seconds
 
     def succeeded(self, worker: Worker) -> None:
-        self._cooling_until.pop(self._key(worker), None)
+        self._cooling_until.pop(worker.identity, None)
 
 
 def attempt_order(workers: Sequence[Worker], health: WorkerHealth, rng: random.Random) -> list[Worker]:

@@ -75,6 +75,12 @@ class Worker:
         )
 
     @property
+    def identity(self) -> tuple[str, str]:
+        """The worker as what an instance learns about it is kept under (health, tokenizer,
+        template): its base URL and model, whatever else its route says."""
+        return self.base_url, self.model
+
+    @property
     def url(self) -> str:
         return self.base_url.rstrip("/")
 

@@ -26,24 +26,20 @@ class WorkerTokenizers:
         self._clock = clock
         self._learned: dict[tuple[str, str], tuple[bool, float]] = {}  # worker → (tokenizes, until)
 
-    @staticmethod
-    def _key(worker: Worker) -> tuple[str, str]:
-        return worker.base_url, worker.model
-
     def tokenizes(self, worker: Worker) -> bool | None:
         """What this instance knows: True, False, or None (not known, or forgotten)."""
         if worker.tokenize is not None:
             return worker.tokenize
-        learned = self._learned.get(self._key(worker))
+        learned = self._learned.get(worker.identity)
         if learned is None:
             return None
         if learned[1] < self._clock():
-            del self._learned[self._key(worker)]
+            del self._learned[worker.identity]
             return None
         return learned[0]
 
     def learned(self, worker: Worker, tokenizes: bool) -> None:
-        self._learned[self._key(worker)] = (tokenizes, self._clock() + self._forget_seconds)
+        self._learned[worker.identity] = (tokenizes, self._clock() + self._forget_seconds)
 
     def may_ask(self, worker: Worker) -> bool:
         """Whether a count should ask this worker (an OpenAI-style one not known to lack /tokenize)."""
