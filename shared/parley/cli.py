@@ -1,7 +1,8 @@
-"""The `parley` command: the local stack and the admin of keys and routes.
+"""The `parley` command: the local stack and the admin of keys, routes, accounts and policies.
 
 It works against whatever DynamoDB the environment points at (AWS_ENDPOINT_URL_DYNAMODB,
-AWS_PROFILE, AWS_DEFAULT_REGION), with table names from PARLEY_KEYS_TABLE / PARLEY_ROUTES_TABLE.
+AWS_PROFILE, AWS_DEFAULT_REGION), with table names from PARLEY_KEYS_TABLE, PARLEY_ROUTES_TABLE,
+PARLEY_POLICIES_TABLE and the like (settings.py).
 """
 
 from __future__ import annotations
@@ -97,6 +98,61 @@ def _accounts(args: argparse.Namespace) -> int:
         print(f"account {args.account}: {_describe_limits(_limits(args)) or 'no limits'}")
     else:
         print(_table([[r.account, _describe_limits(r.limits)] for r in store.list()], ["ACCOUNT", "LIMITS"]))
+    return 0
+
+
+def _read_policy_file(name: str) -> Any:
+    """The JSON in file `name` (`-`: stdin), or SystemExit(2) saying what is wrong with it."""
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads(sys.stdin.read() if name == "-" else Path(name).read_bytes())
+    except OSError as error:
+        print(f"parley policy set: cannot read {name}: {error.strerror or error}", file=sys.stderr)
+    except ValueError as error:
+        print(f"parley policy set: {name} is not valid JSON: {error}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _policy(args: argparse.Namespace) -> int:
+    import json
+
+    from .core.policy import PolicyError, policy_document
+    from .io.keys import KeyStore
+    from .io.policies import PolicyStore
+
+    settings = Settings.from_environment()
+    dynamodb = _dynamodb()
+    store = PolicyStore(dynamodb, settings.policies_table)
+    whose = f"key {args.key} of account {args.account}" if args.key else f"account {args.account}"
+    if args.policy_command == "set":
+        document = _read_policy_file(args.file)
+        if args.key and not any(
+            (r.key_id, r.account) == (args.key, args.account) for r in KeyStore(dynamodb, settings.keys_table).list()
+        ):
+            print(f"parley policy set: account {args.account} has no key with id {args.key}", file=sys.stderr)
+            return 1
+        try:
+            policy = store.put(args.account, document, args.key)
+        except PolicyError as error:
+            print(f"parley policy set: {args.file}: {error.message}", file=sys.stderr)
+            return 2
+        print(f"stored the policy of {whose}: version {policy.version}")
+    elif args.policy_command == "show":
+        policy = store.get(args.account, args.key)
+        if policy is None:
+            fallback = store.get(args.account) if args.key else None
+            held_to = f"; its requests are held to account {args.account}'s ({fallback.version})" if fallback else ""
+            print(f"no policy for {whose}{held_to}", file=sys.stderr)
+            return 1
+        print(json.dumps(policy_document(policy), indent=2, ensure_ascii=False))
+        print(f"version: {policy.version}", file=sys.stderr)
+    elif args.policy_command == "remove":
+        if not store.remove(args.account, args.key):
+            print(f"no policy for {whose}", file=sys.stderr)
+            return 1
+        print(f"removed the policy of {whose}")
     return 0
 
 
@@ -368,6 +424,18 @@ def _parser() -> argparse.ArgumentParser:
     accounts.add_parser("list")
     for sub in accounts.choices.values():
         sub.set_defaults(run=_accounts)
+
+    policy = commands.add_parser(
+        "policy", help="guardrail policies of accounts and keys (a key's replaces its account's)"
+    ).add_subparsers(dest="policy_command", required=True)
+    policy_set = policy.add_parser("set", help="store a policy document (JSON); prints its version")
+    policy_set.add_argument("--file", required=True, help="the JSON document (- for stdin)")
+    policy.add_parser("show", help="the stored document on stdout, its version on stderr")
+    policy.add_parser("remove", help="remove it (a key's requests fall back to its account's policy)")
+    for sub in policy.choices.values():
+        sub.add_argument("--account", required=True)
+        sub.add_argument("--key", help="a key id (key_…) of the account: the key's own policy")
+        sub.set_defaults(run=_policy)
 
     usage = commands.add_parser("usage", help="usage per account, key or model and day")
     usage.add_argument("--account")

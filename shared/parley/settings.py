@@ -30,10 +30,14 @@ class Settings:
     usage_records_table: str = "parley-usage-records"
     limits_table: str = "parley-limits"
     accounts_table: str = "parley-accounts"
+    policies_table: str = "parley-policies"
     account_cache_seconds: float = 60.0
     spend_cache_seconds: float = 10.0
     key_cache_seconds: float = 60.0
     route_cache_seconds: float = 30.0
+    policy_cache_seconds: float = 60.0
+    # The key that makes PII placeholders (a secret reference, as a worker key's: io/secrets.py).
+    pii_key_ref: str = "env:PARLEY_PII_KEY"
     max_body_bytes: int = 32 * 1024 * 1024
     ping_seconds: float = 10.0
     worker_attempts: int = 3
@@ -68,6 +72,7 @@ class Settings:
             "usage_records": self.usage_records_table,
             "limits": self.limits_table,
             "accounts": self.accounts_table,
+            "policies": self.policies_table,
         }
 
     @classmethod
@@ -80,10 +85,13 @@ class Settings:
             usage_records_table=os.environ.get("PARLEY_USAGE_RECORDS_TABLE", defaults.usage_records_table),
             limits_table=os.environ.get("PARLEY_LIMITS_TABLE", defaults.limits_table),
             accounts_table=os.environ.get("PARLEY_ACCOUNTS_TABLE", defaults.accounts_table),
+            policies_table=os.environ.get("PARLEY_POLICIES_TABLE", defaults.policies_table),
             account_cache_seconds=_float("PARLEY_ACCOUNT_CACHE_SECONDS", defaults.account_cache_seconds),
             spend_cache_seconds=_float("PARLEY_SPEND_CACHE_SECONDS", defaults.spend_cache_seconds),
             key_cache_seconds=_float("PARLEY_KEY_CACHE_SECONDS", defaults.key_cache_seconds),
             route_cache_seconds=_float("PARLEY_ROUTE_CACHE_SECONDS", defaults.route_cache_seconds),
+            policy_cache_seconds=_float("PARLEY_POLICY_CACHE_SECONDS", defaults.policy_cache_seconds),
+            pii_key_ref=os.environ.get("PARLEY_PII_KEY_REF") or defaults.pii_key_ref,
             max_body_bytes=_int("PARLEY_MAX_BODY_BYTES", defaults.max_body_bytes),
             ping_seconds=_float("PARLEY_PING_SECONDS", defaults.ping_seconds),
             worker_attempts=_int("PARLEY_WORKER_ATTEMPTS", defaults.worker_attempts),

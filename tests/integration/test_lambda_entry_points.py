@@ -38,7 +38,7 @@ def sse_events(body: str) -> list[tuple[str, dict]]:
 ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 EVENT_KEY = "sk-parley-events-0000000000000000"
-TABLES = {role: f"lambda-{role}" for role in ("keys", "routes", "usage", "limits", "accounts")}
+TABLES = {role: f"lambda-{role}" for role in ("keys", "routes", "usage", "limits", "accounts", "policies")}
 CONTEXT = SimpleNamespace(aws_request_id="b1946ac9-2e2f-4f68-b1e4-lambda", function_name="parley-api")
 
 

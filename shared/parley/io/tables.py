@@ -34,6 +34,10 @@ TABLES: dict[str, dict[str, Any]] = {
         "KeySchema": [{"AttributeName": "model", "KeyType": "HASH"}],
         "AttributeDefinitions": [{"AttributeName": "model", "AttributeType": "S"}],
     },
+    "policies": {
+        "KeySchema": [{"AttributeName": "scope", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "scope", "AttributeType": "S"}],
+    },
 }
 
 

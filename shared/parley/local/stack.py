@@ -7,15 +7,21 @@ PARLEY_DATA_DIR/usage. Without Java there is no fallback to a mock: it says what
 
 Environment (the local contract in design.md): PARLEY_PORT, PARLEY_DEV_KEY, PARLEY_WORKER_URL,
 PARLEY_WORKER_MODEL, PARLEY_MODEL, PARLEY_WORKER_API_KEY, AWS_ENDPOINT_URL_DYNAMODB,
-PARLEY_DATA_DIR; and PARLEY_WORKER_MAX_OUTPUT_TOKENS (default 8192) to clamp clients' max_tokens
-to the worker's limit.
+PARLEY_DATA_DIR; PARLEY_WORKER_MAX_OUTPUT_TOKENS (default 8192) to clamp clients' max_tokens to
+the worker's limit; PARLEY_POLICY_FILE, a guardrail policy document (JSON, docs/guardrails.md)
+stored for the dev account at start (a document it refuses stops start-up; without it the dev
+account keeps whatever policy it has); and PARLEY_PII_KEY, the key of PII placeholders, or
+PARLEY_PII_KEY_REF, a secret reference to it (io/secrets.py). With neither, a random key is made
+once and kept in PARLEY_DATA_DIR/pii.key (mode 0600), so placeholders stay the same across restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from dataclasses import dataclass
@@ -24,13 +30,24 @@ from typing import Callable
 
 import uvicorn
 
+from ..core.policy import PolicyError, parse_policy
 from ..io.keys import KeyStore
+from ..io.policies import PolicyStore
 from ..io.routes import Route, RouteStore, Worker
 from ..io.tables import create_tables
 from ..settings import Settings
 from .dynamodb_local import DynamoDBLocal, DynamoDBLocalUnavailableError, _free_port, use_local_aws_defaults
 
-__all__ = ["DevStack", "run_dev", "seed", "start_embedded_dynamodb", "use_local_aws_defaults"]
+__all__ = [
+    "DevStack",
+    "apply_policy",
+    "read_policy_file",
+    "run_dev",
+    "seed",
+    "start_embedded_dynamodb",
+    "use_local_aws_defaults",
+    "use_local_pii_key",
+]
 
 CLAUDE_ALIASES = ("claude-*",)
 DEV_ACCOUNT, DEV_KEY_NAME = "dev", "dev key"
@@ -69,6 +86,52 @@ def seed(dynamodb: object, settings: Settings, worker: Worker, model: str, dev_k
             keys.revoke(record.key_id)
     key = dev_key if kept is not None else keys.create(account=DEV_ACCOUNT, name=DEV_KEY_NAME, key=dev_key)[0]
     return DevStack(key=key, model=model, worker=worker, demo=demo)
+
+
+def read_policy_file(path: str) -> object:
+    """The policy document in `path`, checked; SystemExit with the field it refuses."""
+    try:
+        document = json.loads(Path(path).read_bytes())
+    except OSError as error:
+        sys.exit(f"parley dev: PARLEY_POLICY_FILE={path}: cannot read it ({error.strerror or error})")
+    except ValueError as error:
+        sys.exit(f"parley dev: PARLEY_POLICY_FILE={path}: not valid JSON ({error})")
+    try:
+        parse_policy(document)
+    except PolicyError as error:
+        sys.exit(f"parley dev: PARLEY_POLICY_FILE={path}: {error.message}")
+    return document
+
+
+def apply_policy(dynamodb: object, settings: Settings, document: object | None, source: str = "") -> str:
+    """Store `document` as the dev account's policy (None: keep what it has); the line saying so."""
+    store = PolicyStore(dynamodb, settings.policies_table)
+    if document is not None:
+        version = store.put(DEV_ACCOUNT, document).version
+        return f"Guardrail policy {source} applied to account {DEV_ACCOUNT} (version {version})"
+    kept = store.get(DEV_ACCOUNT)
+    if kept is None:
+        return ""
+    return (
+        f"Account {DEV_ACCOUNT} keeps its stored guardrail policy (version {kept.version});"
+        f" parley policy remove --account {DEV_ACCOUNT} removes it"
+    )
+
+
+def use_local_pii_key(data_dir: Path) -> None:
+    """PARLEY_PII_KEY from data_dir/pii.key (made once, mode 0600) unless a key or a reference is set."""
+    if os.environ.get("PARLEY_PII_KEY") or os.environ.get("PARLEY_PII_KEY_REF"):
+        return
+    path = data_dir / "pii.key"
+    key = path.read_text().strip() if path.is_file() else ""
+    if not key:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(key + "\n")
+    os.chmod(path, 0o600)
+    os.environ["PARLEY_PII_KEY"] = key
 
 
 def banner(stack: DevStack, port: int, data_dir: Path | None) -> str:
@@ -123,17 +186,20 @@ def run_dev() -> None:
     parley_logger.setLevel(logging.INFO)
     data_dir = Path(os.environ.get("PARLEY_DATA_DIR") or ".parley").resolve()
     os.environ.setdefault("PARLEY_USAGE_LOG", str(data_dir / "usage"))
+    use_local_pii_key(data_dir)
+    policy_file = os.environ.get("PARLEY_POLICY_FILE") or ""
+    policy = read_policy_file(policy_file) if policy_file else None  # refused before anything starts
     database = None
     if not os.environ.get("AWS_ENDPOINT_URL_DYNAMODB"):
         database = start_embedded_dynamodb(data_dir / "dynamodb")
     try:
-        _run_dev(boto3.client("dynamodb"), data_dir if database else None)
+        _run_dev(boto3.client("dynamodb"), data_dir if database else None, policy, policy_file)
     finally:
         if database is not None:  # after Parley's shutdown, which meters what its journal holds
             database.stop()
 
 
-def _run_dev(dynamodb: object, data_dir: Path | None) -> None:
+def _run_dev(dynamodb: object, data_dir: Path | None, policy: object | None, policy_file: str) -> None:
     settings = Settings.from_environment()
     port = int(os.environ.get("PARLEY_PORT", "8080"))
     servers: list[uvicorn.Server] = []
@@ -162,6 +228,9 @@ def _run_dev(dynamodb: object, data_dir: Path | None) -> None:
     )
     model = os.environ.get("PARLEY_MODEL") or worker_model
     stack = seed(dynamodb, settings, worker, model, os.environ.get("PARLEY_DEV_KEY"), demo)
+    policy_line = apply_policy(dynamodb, settings, policy, policy_file)
+    if policy_line:
+        print(policy_line, flush=True)
     servers.append(uvicorn.Server(uvicorn.Config("parley.web.app:app", host="127.0.0.1", port=port)))
     print(banner(stack, port, data_dir), flush=True)
     # Each uvicorn server shuts down gracefully on SIGTERM or Ctrl-C (Parley's meters what its
