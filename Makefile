@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SAM_VENV := .venv-sam
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PIP="$(CURDIR)/$(BIN)/python -m pip" $(SAM_VENV)/bin/sam
 
-.PHONY: dev test test-real real-servers soak format install check-stack clean bench bench-peer
+.PHONY: dev test test-real real-servers soak format install check-stack clean bench bench-peer bench-guardrails
 
 ## make dev: Parley on http://127.0.0.1:8080 with an embedded DynamoDB (DynamoDB Local; prints a dev key)
 dev: $(STAMP) node_modules/.package-lock.json
@@ -72,6 +72,11 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	rm -f $(VENV)/.bench-*
 	touch $@
+
+## make bench-guardrails: what judging, masking and restoring add, per request and per stream chunk
+## (in process; docs/guardrails.md)
+bench-guardrails: $(STAMP)
+	$(BIN)/python -m bench.guardrails $(BENCH_ARGS)
 
 ## make bench-peer: make bench, plus LiteLLM's proxy (installed in .venv-peer) measured on the same worker
 PEER_VENV := .venv-peer

@@ -63,13 +63,14 @@ def require_claude() -> Path:
 
 @pytest.fixture
 def claude(parley: RunningParley, tmp_path: Path) -> Callable[..., ClaudeRun]:
-    """Run `claude ARGS...` against Parley in a scratch HOME and working directory."""
+    """Run `claude ARGS...` against Parley in a scratch HOME and working directory (`key`: another
+    API key than the stack's)."""
     home = tmp_path / "home"
     cwd = tmp_path / "work"
     home.mkdir()
     cwd.mkdir()
 
-    def run(*args: str, timeout: float = CLI_TIMEOUT_SECONDS) -> ClaudeRun:
-        return run_claude(require_claude(), parley.url, parley.key, home, cwd, *args, timeout=timeout)
+    def run(*args: str, timeout: float = CLI_TIMEOUT_SECONDS, key: str | None = None) -> ClaudeRun:
+        return run_claude(require_claude(), parley.url, key or parley.key, home, cwd, *args, timeout=timeout)
 
     return run

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import secrets
 from typing import Any
 
 from tests.fakeworker import Answer, FakeWorker, ToolCall, WorkerError
@@ -124,3 +127,33 @@ def test_worker_error_reaches_the_user_text(claude, worker):
     assert run.returncode != 0, run.describe()
     assert run.stdout.strip() == f"API Error: 400 {CONTEXT_LENGTH_MESSAGE}", run.describe()
     assert len(chat_requests(worker)) == 1, "a 400 is the caller's error: Parley says x-should-retry: false"
+
+
+PLACEHOLDER = re.compile(r"<EMAIL_[0-9a-f]{10}>")
+EMAIL = "jane.doe@example.org"
+
+
+def test_personal_data_never_reaches_the_worker_and_claude_code_gets_it_back(
+    claude, parley, worker, tmp_path, monkeypatch
+):
+    """Under a masking policy the worker sees a placeholder on every turn (the same one), while
+    Claude Code's Write tool gets the real address back in the call's arguments."""
+    monkeypatch.setenv("PARLEY_PII_KEY", secrets.token_hex(32))
+    account = f"e2e-guarded-{secrets.token_hex(3)}"
+    parley.services.policies.put(account, {"pii": {"mode": "mask"}})
+    key, _ = parley.services.keys.create(account=account, name="guarded")
+    target = tmp_path / "work" / "to.txt"
+    prompt = f"Write the address {EMAIL} into {target}"
+
+    worker.enqueue(Answer(text="Which file?", flavour="vllm"))
+    assert claude("-p", prompt, key=key).returncode == 0
+    (placeholder,) = set(PLACEHOLDER.findall(json.dumps(chat_requests(worker))))
+
+    call = ToolCall("Write", {"file_path": str(target), "content": f"mail {placeholder}"}, id="call_1")
+    worker.enqueue(Answer(tool_calls=[call], flavour="vllm"), Answer(text="Done", flavour="vllm"))
+    run = claude("-p", prompt, "--output-format", "json", "--allowedTools", "Write", key=key)
+    assert run.returncode == 0, run.describe()
+    assert target.read_text() == f"mail {EMAIL}", run.describe()
+    sent = json.dumps(chat_requests(worker))
+    assert EMAIL not in sent, "the worker saw the address"
+    assert set(PLACEHOLDER.findall(sent)) == {placeholder}, "one value, one placeholder, on every turn"

@@ -24,7 +24,7 @@ CACHE_SECONDS = 2.0
 SAFETY_NET = 30.0
 _READS = ("get_item", "scan", "query", "batch_get_item")
 # What a request re-reads, in the background, once its entries are due.
-REREADS = {"refresh-keys", "refresh-routes", "refresh-accounts"}
+REREADS = {"refresh-keys", "refresh-routes", "refresh-accounts", "refresh-policies"}
 
 
 class CacheClock:
@@ -75,7 +75,7 @@ class GatedDynamoDB:
 
         def read(**kwargs: Any) -> Any:
             with self._changed:
-                self.reads.append(kwargs["TableName"])
+                self.reads.extend([kwargs["TableName"]] if "TableName" in kwargs else kwargs["RequestItems"])
                 self.waiting += 1
                 self._changed.notify_all()
             try:
@@ -109,6 +109,7 @@ def stack(gated, worker, clock) -> Iterator[RunningParley]:
         key_cache_seconds=CACHE_SECONDS,
         route_cache_seconds=CACHE_SECONDS,
         account_cache_seconds=CACHE_SECONDS,
+        policy_cache_seconds=CACHE_SECONDS,
     )
     route = Route(model=MODEL, workers=(Worker(base_url=worker.base_url, model=WORKER_MODEL),))
     with parley_stack(gated, settings, [route], account="refresh") as running:
@@ -129,7 +130,7 @@ def _wait_for(condition: Callable[[], bool], what: str) -> None:
 
 def test_entries_in_use_are_refreshed_without_a_request_waiting(stack, gated, clock):
     clock.advance(CACHE_SECONDS * 2)  # whatever was cached before has expired
-    assert _post(stack).status_code == 200  # reads key, account and routes into the caches
+    assert _post(stack).status_code == 200  # reads key, account, routes and policy into the caches
     clock.advance(CACHE_SECONDS * 0.6)  # past half the cache time: the entries are due for a re-read
 
     gated.hold()
@@ -138,7 +139,7 @@ def test_entries_in_use_are_refreshed_without_a_request_waiting(stack, gated, cl
         # A request that waited for a held read would not answer before its client gave up.
         assert _post(stack).status_code == 200
         started = gated.wait_for(lambda: REREADS <= set(gated.reads[before:]))
-        assert started, f"the request did not re-read its key, account and routes: {gated.reads[before:]}"
+        assert started, f"the request did not re-read its key, account, routes and policy: {gated.reads[before:]}"
         # The answer came while the re-reads it started are still held: it did not wait for them.
         assert gated.waiting >= len(REREADS)
     finally:

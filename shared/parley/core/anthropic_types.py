@@ -38,6 +38,9 @@ __all__ = [
     "URLPDFSource",
     "parse_count_tokens_request",
     "parse_messages_request",
+    "load_json_object",
+    "messages_request_from",
+    "count_tokens_request_from",
 ]
 
 # Longer names are refused with a 400: Anthropic's own are under 40 characters, and a name is
@@ -331,13 +334,18 @@ def _message_for(error: dict[str, Any]) -> str:
     return error["msg"]
 
 
-def _parse(model: type[_Model], body: bytes) -> Any:
+def load_json_object(body: bytes) -> dict[str, Any]:
+    """The request body as parsed JSON, which must be an object."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("The request body must be a JSON object")
+    return data
+
+
+def _validate(model: type[_Model], data: dict[str, Any]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -348,8 +356,9 @@ def _parse(model: type[_Model], body: bytes) -> Any:
         raise InvalidRequestError(message) from None
 
 
-def parse_messages_request(body: bytes) -> MessagesRequest:
-    request: MessagesRequest = _parse(MessagesRequest, body)
+def messages_request_from(data: dict[str, Any]) -> MessagesRequest:
+    """A parsed body (`load_json_object`) validated as a Messages request."""
+    request: MessagesRequest = _validate(MessagesRequest, data)
     thinking = request.thinking
     if isinstance(thinking, ThinkingEnabled) and thinking.budget_tokens >= request.max_tokens:
         raise InvalidRequestError(
@@ -359,6 +368,14 @@ def parse_messages_request(body: bytes) -> MessagesRequest:
     return request
 
 
-def parse_count_tokens_request(body: bytes) -> CountTokensRequest:
-    request: CountTokensRequest = _parse(CountTokensRequest, body)
+def count_tokens_request_from(data: dict[str, Any]) -> CountTokensRequest:
+    request: CountTokensRequest = _validate(CountTokensRequest, data)
     return request
+
+
+def parse_messages_request(body: bytes) -> MessagesRequest:
+    return messages_request_from(load_json_object(body))
+
+
+def parse_count_tokens_request(body: bytes) -> CountTokensRequest:
+    return count_tokens_request_from(load_json_object(body))

@@ -11,7 +11,7 @@ figures that are metered.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -29,6 +29,9 @@ from .response import (
 )
 from .sse import SSEDecoder
 from .tokens import estimate_text_tokens, estimate_tokens_of_size, worker_token_count, worker_token_count_or
+
+if TYPE_CHECKING:
+    from .answer_guard import ChatAnswerGuard
 
 __all__ = [
     "ChatStreamRelay",
@@ -231,8 +234,16 @@ def check_chunk(chunk: Any) -> int:
 
 
 class ChatStreamRelay:
-    def __init__(self, model: str, prompt_estimate: int, client_wants_usage: bool) -> None:
+    """A worker's Chat Completions stream checked and relayed to an OpenAI client; through
+    `guard` (core/answer_guard.py) when the request's policy has one: a refused answer ends with
+    its choice's `finish_reason: "content_filter"`, the usage chunk if the client asked for
+    usage, and `[DONE]`."""
+
+    def __init__(
+        self, model: str, prompt_estimate: int, client_wants_usage: bool, guard: ChatAnswerGuard | None = None
+    ) -> None:
         self._model = model
+        self._guard = guard
         self._prompt_estimate = prompt_estimate
         self._client_wants_usage = client_wants_usage
         self._decoder = SSEDecoder()
@@ -240,6 +251,10 @@ class ChatStreamRelay:
         self._output_chars = 0
         self._finish_seen = False
         self.finished = False
+
+    @property
+    def refused(self) -> bool:
+        return self._guard is not None and self._guard.refused is not None
 
     @property
     def _output_estimate(self) -> int:
@@ -297,7 +312,17 @@ class ChatStreamRelay:
             chunk["usage"] = chat_usage_for_client(chunk["usage"], self._prompt_estimate, self._output_estimate)
         if "model" in chunk:
             chunk["model"] = self._model
+        if self._guard is not None:
+            chunk = self._guard.chunk(chunk)
         try:
-            return b"data: " + orjson.dumps(chunk) + b"\n\n"
+            out = b"data: " + orjson.dumps(chunk) + b"\n\n"
         except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads deeper)
             return self.fail(ApiError(_UNSENDABLE))
+        if self.refused:
+            self.finished = True
+            if self._client_wants_usage:
+                usage = chat_usage_for_client(self._worker_usage or {}, self._prompt_estimate, self._output_estimate)
+                closing = {key: chunk[key] for key in ("id", "object", "created", "model") if key in chunk}
+                out += b"data: " + orjson.dumps({**closing, "choices": [], "usage": usage}) + b"\n\n"
+            out += _DONE
+        return out

@@ -25,7 +25,7 @@ from ..io.limits import Allowance, rate_limit_headers
 from ..io.routes import Route
 from ..telemetry import RequestOutcome
 from .dependencies import services_of_app, store_call
-from .middleware import outcome_of
+from .middleware import add_response_headers, outcome_of
 from .services import Services
 
 metering_logger = logging.getLogger("parley.metering")
@@ -35,7 +35,6 @@ __all__ = [
     "admit",
     "admit_count_tokens",
     "conclude",
-    "note_route",
     "record_outcome",
     "usage_event",
 ]
@@ -94,7 +93,7 @@ async def admit(request: Request, services: Services, key: KeyRecord, route: Rou
     if outcome is not None:
         outcome.prices, outcome.allowances, outcome.estimated_tokens = route.prices, allowances, estimated_tokens
     if allowances:
-        request.state.response_headers = rate_limit_headers(allowances[0])
+        add_response_headers(request, rate_limit_headers(allowances[0]))
 
 
 async def admit_count_tokens(request: Request, services: Services, key: KeyRecord, route: Route) -> None:
@@ -109,15 +108,7 @@ async def admit_count_tokens(request: Request, services: Services, key: KeyRecor
     ]
     allowances = await _acquire(services, scopes, 0, time.time())
     if allowances:
-        request.state.response_headers = rate_limit_headers(allowances[0])
-
-
-def note_route(outcome: RequestOutcome | None, route: Route, requested_model: str) -> None:
-    """Meter the request under the route's public name, whatever alias the client sent (so one
-    model's usage is never split across spellings); the client's spelling stays on the record."""
-    if outcome is not None:
-        outcome.model = route.model
-        outcome.requested_model = requested_model if requested_model != route.model else None
+        add_response_headers(request, rate_limit_headers(allowances[0]))
 
 
 def usage_event(outcome: RequestOutcome) -> UsageEvent | None:

@@ -11,13 +11,19 @@ from typing import Any, Callable
 from ..core.ids import new_request_id
 from ..telemetry import RequestOutcome
 
-__all__ = ["RequestContextMiddleware", "outcome_of"]
+__all__ = ["RequestContextMiddleware", "add_response_headers", "outcome_of"]
 
 _OBSERVED_PREFIX = "/v1/"
 
 
 def outcome_of(request: Any) -> RequestOutcome | None:
     return getattr(request.state, "outcome", None)
+
+
+def add_response_headers(request: Any, headers: dict[str, str]) -> None:
+    """Headers for the response this request gets, whichever way it ends (set by the middleware)."""
+    state = request.state
+    state.response_headers = {**(getattr(state, "response_headers", None) or {}), **headers}
 
 
 class RequestContextMiddleware:

@@ -6,12 +6,15 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.request_guard import JudgedBlocks
 from ..io.accounts import AccountStore
 from ..io.chat_templates import ChatTemplates
 from ..io.egress import public_only_connector
 from ..io.failover import FailoverPolicy, WorkerHealth
 from ..io.keys import KeyStore
 from ..io.limits import RateLimiter
+from ..io.placeholder_keys import PlaceholderKeys
+from ..io.policies import PolicyStore
 from ..io.routes import RouteStore
 from ..io.tokenizers import WorkerTokenizers
 from ..io.usage import UsageStore
@@ -40,6 +43,9 @@ class Services:
     limits: RateLimiter
     usage: UsageStore
     usage_log: StdoutUsageLog | UsageJournal
+    policies: PolicyStore
+    placeholder_keys: PlaceholderKeys  # each account's key for stable placeholders (derived)
+    judged: JudgedBlocks  # what texts seen under a policy held, so a resent history is not scanned again
 
     @classmethod
     def build(cls, settings: Settings, dynamodb: Any, telemetry: Telemetry | None = None) -> "Services":
@@ -74,6 +80,9 @@ class Services:
             limits=limits,
             usage=usage,
             usage_log=usage_log,
+            policies=PolicyStore(dynamodb, settings.policies_table, settings.policy_cache_seconds),
+            placeholder_keys=PlaceholderKeys(settings.pii_key_ref),
+            judged=JudgedBlocks(),
         )
 
     def metered(self, timeout: float = 30.0) -> bool:

@@ -10,6 +10,8 @@ from typing import AsyncIterator, Callable, Protocol
 
 import anyio
 
+from ..core.answer_guard import AnswerGuard
+from ..core.chat_passthrough import PING, ChatStreamRelay
 from ..core.errors import ApiError, ParleyError
 from ..core.passthrough import AnthropicStreamRelay
 from ..core.response import AnswerContext
@@ -18,8 +20,9 @@ from ..core.stream import ChatToMessagesStream, Event, WorkerSSETranslator
 from ..io.routes import Worker
 from ..io.worker import WorkerStream
 from ..telemetry import RequestOutcome
+from .pipeline.meter import note_usage
 
-__all__ = ["SSE_HEADERS", "chunks_or_silences", "close_upstream", "note_usage", "stream_answer"]
+__all__ = ["SSE_HEADERS", "chunks_or_silences", "close_upstream", "relay_chat_stream", "stream_answer"]
 
 logger = logging.getLogger("parley.stream")
 
@@ -37,12 +40,6 @@ class _Relay(Protocol):
     def fail(self, error: ParleyError) -> list[Event]: ...
     def feed(self, data: bytes) -> list[Event]: ...
     def end(self) -> list[Event]: ...
-
-
-def note_usage(outcome: RequestOutcome, usage: dict[str, int]) -> None:
-    outcome.input_tokens = usage["input_tokens"]
-    outcome.output_tokens = usage["output_tokens"]
-    outcome.cache_read_input_tokens = usage["cache_read_input_tokens"]
 
 
 def _note_events(outcome: RequestOutcome | None, events: list[Event]) -> None:
@@ -127,6 +124,7 @@ async def stream_answer(
     ping_seconds: float,
     outcome: RequestOutcome | None = None,
     prompt_tokens: asyncio.Future[int | None] | None = None,
+    guard: Callable[[Callable[[], dict[str, int]]], AnswerGuard | None] | None = None,
 ) -> AsyncIterator[bytes]:
     """Stream the answer whose worker request `opening` is under way (failing over between
     workers until one sends its first bytes).
@@ -136,6 +134,9 @@ async def stream_answer(
     tokenizer's count, is used for message_start: once the worker has answered, message_start
     waits for the count (up to `ping_seconds`; it is usually long there), so that it agrees with
     the final usage; a count that comes later than that leaves the estimate.
+
+    `guard` makes the answer's guard (stage `judge output`) from the stream's usage so far: every
+    batch of events goes through it; once it refuses the answer, the worker is no longer read.
     """
     prelude = ChatToMessagesStream(context)
     relay: _Relay | None = None
@@ -163,6 +164,7 @@ async def stream_answer(
         use_prompt_tokens()
         relay = _relay_for(worker, prelude, context)
         active = relay
+        answer_guard = guard(lambda: active.usage) if guard is not None else None
         async with aclosing(chunks_or_silences(upstream, ping_seconds, lambda: active.finished)) as chunks:
             async for data in chunks:
                 if data is None:
@@ -171,11 +173,17 @@ async def stream_answer(
                     events = relay.fail(data)
                 else:
                     events = [event for chunk in data for event in relay.feed(chunk)]
+                if answer_guard is not None:
+                    events = answer_guard.events(events)
                 if events:
                     _note_events(outcome, events)
                     yield encode_events(events)
+                if answer_guard is not None and answer_guard.refused is not None:
+                    return
             else:
                 events = relay.end()
+                if answer_guard is not None:
+                    events = answer_guard.events(events)
                 _note_events(outcome, events)
                 if events:
                     yield encode_events(events)
@@ -203,3 +211,40 @@ async def close_upstream(opening: asyncio.Future[tuple[Worker, WorkerStream]], u
     if upstream is not None:
         with anyio.CancelScope(shield=True):  # the client left: the worker must still be told
             await upstream.aclose()
+
+
+async def relay_chat_stream(
+    opening: asyncio.Future[tuple[Worker, WorkerStream]],
+    relay: ChatStreamRelay,
+    ping_seconds: float,
+    outcome: RequestOutcome | None,
+) -> AsyncIterator[bytes]:
+    """The SSE body of a streamed Chat Completions answer: the worker's chunks checked and
+    relayed (through the relay's guard, if any), pings while it is silent."""
+    upstream: WorkerStream | None = None
+    try:
+        while not opening.done() and not (await asyncio.wait((opening,), timeout=ping_seconds))[0]:
+            yield PING
+        try:
+            _, upstream = opening.result()
+        except ParleyError as error:
+            yield relay.fail(error)
+            return
+        async with aclosing(chunks_or_silences(upstream, ping_seconds, lambda: relay.finished)) as chunks:
+            async for data in chunks:
+                if data is None:
+                    yield PING
+                    continue
+                out = relay.fail(data) if isinstance(data, ParleyError) else b"".join(map(relay.feed, data))
+                if out:
+                    if outcome is not None and outcome.first_token_at is None:
+                        outcome.first_token_at = time.perf_counter()
+                    yield out
+                if relay.refused:
+                    return
+            else:
+                yield relay.end()
+    finally:
+        if outcome is not None:
+            note_usage(outcome, relay.usage)
+        await close_upstream(opening, upstream)
