@@ -266,3 +266,35 @@ def test_mask_output_masks_what_the_model_wrote_and_restores_what_the_client_sen
     assert buffered is not None
     message = {"role": "assistant", "content": [{"type": "text", "text": text}], "stop_reason": "end_turn"}
     assert buffered.message(message)["content"][0]["text"] == sent
+
+
+def test_a_chat_finish_without_a_delta_still_sends_the_held_text() -> None:
+    guard = chat_answer_guard_for(MASK, RESTORE_MAP, KEY)
+    assert guard is not None
+    said = guard.chunk(_chunk(f"write to {EMAIL_PLACEHOLDER[:6]}"))["choices"][0]["delta"]["content"]
+    finish = guard.chunk({"id": "c", "choices": [{"index": 0, "finish_reason": "stop"}]})
+    assert said + finish["choices"][0]["delta"]["content"] == f"write to {EMAIL_PLACEHOLDER[:6]}"
+
+
+def test_a_delta_of_another_kind_waits_for_its_held_block_start() -> None:
+    citation = {"type": "citations_delta", "citation": {"type": "char_location", "cited_text": "x"}}
+    events = [
+        _start(),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": citation}),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+        ),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        *_end(),
+    ]
+    names = [(name, data.get("delta", {}).get("type")) for name, data in _guarded(MASK, events)]
+    assert names[1:4] == [
+        ("content_block_start", None),
+        ("content_block_delta", "citations_delta"),
+        ("content_block_delta", "text_delta"),
+    ]

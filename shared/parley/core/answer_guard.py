@@ -254,7 +254,7 @@ class AnswerGuard:
         opened = self._open.get(index)
         delta = data["delta"]
         if opened is None or opened[1] not in delta:
-            out.append(event)
+            self._send(index, event, out)  # after the block's start, if that is still held
             return
         pipe, field = opened
         text = pipe.feed(delta[field])
@@ -361,10 +361,14 @@ class ChatAnswerGuard:
             if type(choice) is not dict:
                 continue
             position = choice.get("index", 0)
+            if type(position) is not int:
+                position = 0
+            finishing = bool(choice.get("finish_reason"))
             delta = choice.get("delta")
+            if delta is None and finishing:  # a finish without a delta still sends what is held
+                delta = choice["delta"] = {}
             if type(delta) is not dict:
                 continue
-            finishing = bool(choice.get("finish_reason"))
             content = delta.get("content")
             if type(content) is str or (finishing and position in self._content):
                 pipe = self._content.setdefault(position, self._pipes.pipe())
@@ -377,7 +381,8 @@ class ChatAnswerGuard:
                     choice["finish_reason"] = "content_filter"
                     delta.pop("tool_calls", None)
                     continue
-            for call in delta.get("tool_calls") or ():
+            calls = delta.get("tool_calls")
+            for call in calls if type(calls) is list else ():
                 function = call.get("function") if type(call) is dict else None
                 if type(function) is dict and type(function.get("arguments")) is str:
                     pipe = self._arguments.setdefault(

@@ -103,7 +103,7 @@ def _document_slots(block: dict[str, Any], kind: Kind, judged: bool) -> Iterator
 
 def _content_slots(holder: Any, name: Any, kind: Kind, judged: bool) -> Iterator[Slot]:
     """The strings of a content field: a string, or a list of blocks."""
-    content = holder[name]
+    content = holder.get(name) if type(holder) is dict else None
     if type(content) is str:
         yield holder, name, kind, judged
         return
@@ -133,6 +133,9 @@ def _newest_turn(messages: list[Any]) -> int:
 
 
 def _messages_slots(data: dict[str, Any], scan_all: bool) -> Iterator[Slot]:
+    metadata = data.get("metadata")
+    if type(metadata) is dict and type(metadata.get("user_id")) is str:  # forwarded to native workers
+        yield metadata, "user_id", "text", False
     if "system" in data:
         yield from _content_slots(data, "system", "text", scan_all)
     messages = data.get("messages")
@@ -145,6 +148,8 @@ def _messages_slots(data: dict[str, Any], scan_all: bool) -> Iterator[Slot]:
 
 
 def _chat_slots(data: dict[str, Any], scan_all: bool) -> Iterator[Slot]:
+    if type(data.get("user")) is str:  # the end user's id, often an email address
+        yield data, "user", "text", False
     messages = data.get("messages")
     if type(messages) is not list:
         return
@@ -161,10 +166,17 @@ def _chat_slots(data: dict[str, Any], scan_all: bool) -> Iterator[Slot]:
             for part in content:
                 if type(part) is dict and part.get("type") == "text" and type(part.get("text")) is str:
                     yield part, "text", kind, judged
-        for call in message.get("tool_calls") or ():
-            function = call.get("function") if type(call) is dict else None
-            if type(function) is dict and type(function.get("arguments")) is str:
+        calls = message.get("tool_calls")
+        functions = [call.get("function") for call in calls if type(call) is dict] if type(calls) is list else []
+        functions.append(message.get("function_call"))  # the legacy single call
+        for function in functions:
+            if type(function) is not dict:
+                continue
+            arguments = function.get("arguments")
+            if type(arguments) is str:
                 yield function, "arguments", "arguments", judged
+            elif type(arguments) is dict:  # Ollama's clients send the object itself
+                yield from _json_slots(arguments, judged)
 
 
 class _Guard:
@@ -255,7 +267,13 @@ class _Guard:
                 holder[name] = mask(holder[name], spans, self._key, restore_map)
                 self.result.masked += len(spans)
                 changed = True
-        return orjson.dumps(parsed).decode() if changed else arguments
+        if not changed:
+            return arguments
+        try:
+            return orjson.dumps(parsed).decode()
+        except orjson.JSONEncodeError:  # nested deeper than orjson writes: masked as text instead
+            spans = self._spans(arguments)
+            return mask(arguments, spans, self._key, restore_map) if spans else arguments
 
 
 def _guard(
