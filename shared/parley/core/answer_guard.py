@@ -136,15 +136,16 @@ class _Pipes:
     def needed(self) -> bool:
         return bool(self.restore_map) or self._detector is not None or self.rules is not None
 
-    def pipe(self, json_escape: bool = False) -> TextPipe:
+    def pipe(self, json_escape: bool = False, judged: bool = True) -> TextPipe:
+        """`judged`: with the output rules (off where the caller judges the whole text itself)."""
         masker = _StreamMasker(self._detector, self._key) if self._detector is not None and self._key else None
-        return TextPipe(masker, self.restore_map, self.rules, json_escape)
+        return TextPipe(masker, self.restore_map, self.rules if judged else None, json_escape)
 
 
 def _restore_values(node: Any, pipes: _Pipes) -> Any:
     """A tool input's string values through a pipe each (restored, masked); keys untouched."""
-    if type(node) is str:
-        return pipes.pipe().whole(node)
+    if type(node) is str:  # judged after, as the whole input's JSON
+        return pipes.pipe(judged=False).whole(node)
     if type(node) is dict:
         return {name: _restore_values(value, pipes) for name, value in node.items()}
     if type(node) is list:
