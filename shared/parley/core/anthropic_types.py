@@ -19,6 +19,7 @@ __all__ = [
     "MAX_MODEL_NAME_LENGTH",
     "Base64ImageSource",
     "Base64PDFSource",
+    "CitationsConfig",
     "ContentBlock",
     "ContentBlockSource",
     "CountTokensRequest",
@@ -29,6 +30,7 @@ __all__ = [
     "MessagesRequest",
     "PlainTextSource",
     "RedactedThinkingBlock",
+    "SearchResultBlock",
     "TextBlock",
     "ThinkingBlock",
     "ToolChoice",
@@ -145,6 +147,21 @@ class DocumentBlock(_Model):
     context: str | None = None
 
 
+class CitationsConfig(_Model):
+    enabled: bool | None = None
+
+
+class SearchResultBlock(_Model):
+    """A search result the application retrieved (its own RAG, a tool), which the model may cite
+    by `source`."""
+
+    type: Literal["search_result"]
+    source: str
+    title: str
+    content: list[TextBlock]
+    citations: CitationsConfig | None = None
+
+
 class ToolUseBlock(_Model):
     type: Literal["tool_use"]
     id: str
@@ -152,7 +169,9 @@ class ToolUseBlock(_Model):
     input: JsonObject
 
 
-ToolResultContent = Annotated[Union[TextBlock, ImageBlock, DocumentBlock], Field(discriminator="type")]
+ToolResultContent = Annotated[
+    Union[TextBlock, ImageBlock, DocumentBlock, SearchResultBlock], Field(discriminator="type")
+]
 
 
 class ToolResultBlock(_Model):
@@ -178,6 +197,7 @@ ContentBlock = Annotated[
         TextBlock,
         ImageBlock,
         DocumentBlock,
+        SearchResultBlock,
         ToolUseBlock,
         ToolResultBlock,
         ThinkingBlock,

@@ -6,6 +6,7 @@ A pipeline of small steps: system → messages → sampling → tools → tool_c
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from .anthropic_types import (
     Message,
     MessagesRequest,
     RedactedThinkingBlock,
+    SearchResultBlock,
     TextBlock,
     ThinkingBlock,
     ToolChoiceAny,
@@ -36,7 +38,14 @@ from .errors import InvalidRequestError
 from .pdf import PdfLimits, pdf_texts
 from .quirks import adapt_tool_schema, shorten_tool_ids
 
-__all__ = ["BILLING_HEADER_PREFIX", "WorkerProfile", "fit_max_tokens", "messages_to_chat", "prompt_to_chat_messages"]
+__all__ = [
+    "BILLING_HEADER_PREFIX",
+    "WorkerProfile",
+    "fit_max_tokens",
+    "messages_to_chat",
+    "prompt_to_chat_messages",
+    "search_result_to_text",
+]
 
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header"
 
@@ -84,6 +93,26 @@ def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
+# A `<` (or a fullwidth or small one) that starts something a model could read as the search
+# result's own tag: `</search_result>`, `<search_result`, spellings like `< / Search-Result`.
+# Bounded, so a run of `<` stays linear.
+_SEARCH_RESULT_TAG = re.compile(r"[<\uFE64\uFF1C](?=[\W_]{0,16}search[\W_]{0,3}result)", re.IGNORECASE)
+
+
+def _neutralised(text: str) -> str:
+    """`text` unable to open or close a search result's delimiter (its other `<`, such as the
+    request guard's placeholders, stay as they are)."""
+    return _SEARCH_RESULT_TAG.sub("&lt;", text)
+
+
+def search_result_to_text(result: SearchResultBlock) -> str:
+    """The search result delimited for the prompt, its source and title as attributes."""
+    source = _neutralised(result.source).replace('"', "&quot;")
+    title = _neutralised(result.title).replace('"', "&quot;")
+    body = _neutralised("\n".join(block.text for block in result.content))
+    return f'<search_result source="{source}" title="{title}">\n{body}\n</search_result>'
+
+
 def _document_part(document: DocumentBlock, path: str, files: bool, documents: DocumentTexts) -> dict[str, Any]:
     source = document.source
     if files and isinstance(source, Base64PDFSource):
@@ -107,6 +136,8 @@ def _user_parts(blocks: list[Any], path: str, files: bool, documents: DocumentTe
             parts.append(_image_part(block, f"{path}.{index}"))
         elif isinstance(block, DocumentBlock):
             parts.append(_document_part(block, f"{path}.{index}", files, documents))
+        elif isinstance(block, SearchResultBlock):
+            parts.append({"type": "text", "text": search_result_to_text(block)})
         elif isinstance(block, (ThinkingBlock, RedactedThinkingBlock)):
             continue
         else:
@@ -131,6 +162,8 @@ def _tool_result_messages(
                 texts.append(block.text)
             elif isinstance(block, ImageBlock):
                 images.append(_image_part(block, f"{path}.content.{index}"))
+            elif isinstance(block, SearchResultBlock):
+                texts.append(search_result_to_text(block))
             else:
                 texts.append(document_to_text(block, f"{path}.content.{index}", documents))
     text = "\n".join(texts)

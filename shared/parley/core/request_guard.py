@@ -3,8 +3,8 @@
 Both endpoints' bodies are walked as parsed JSON, before they are validated (a malformed body is
 refused by validation afterwards; the walk only ever touches strings where the API puts text):
 - Anthropic Messages: `system`, text blocks, tool_result content (text, and document text), text
-  documents, and the string values inside `tool_use.input` (never its keys, tool names, ids,
-  thinking blocks or signatures).
+  documents, search results (their text, title and source), and the string values inside
+  `tool_use.input` (never its keys, tool names, ids, thinking blocks or signatures).
 - Chat Completions: every message's string content and text parts, and the string values inside
   assistant `tool_calls[].function.arguments` (JSON in a string).
 
@@ -101,6 +101,13 @@ def _document_slots(block: dict[str, Any], kind: Kind, judged: bool) -> Iterator
             yield block, name, kind, judged
 
 
+def _search_result_slots(block: dict[str, Any], kind: Kind, judged: bool) -> Iterator[Slot]:
+    yield from _content_slots(block, "content", kind, judged)
+    for name in ("title", "source"):
+        if type(block.get(name)) is str:
+            yield block, name, kind, judged
+
+
 def _content_slots(holder: Any, name: Any, kind: Kind, judged: bool) -> Iterator[Slot]:
     """The strings of a content field: a string, or a list of blocks."""
     content = holder.get(name) if type(holder) is dict else None
@@ -119,6 +126,8 @@ def _content_slots(holder: Any, name: Any, kind: Kind, judged: bool) -> Iterator
             yield from _content_slots(block, "content", "tool_result", judged)
         elif block_type == "document":
             yield from _document_slots(block, "tool_result" if kind == "tool_result" else "text", judged)
+        elif block_type == "search_result":
+            yield from _search_result_slots(block, "tool_result" if kind == "tool_result" else "text", judged)
         elif block_type == "tool_use" and type(block.get("input")) is dict:
             yield from _json_slots(block["input"], judged)
 
