@@ -308,7 +308,7 @@ def _routes(args: argparse.Namespace) -> int:
         )
         store.put(
             Route(
-                prices=Prices(args.input_price, args.output_price),
+                prices=Prices(args.input_price, args.output_price, args.cache_hit_price),
                 model=args.model,
                 workers=workers,
                 aliases=tuple(args.alias or ()),
@@ -409,6 +409,12 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--display-name")
     add.add_argument("--input-price", type=float, default=0.0, help="USD per million input tokens")
     add.add_argument("--output-price", type=float, default=0.0, help="USD per million output tokens")
+    add.add_argument(
+        "--cache-hit-price",
+        type=float,
+        default=0.0,
+        help="USD per million tokens (input and output) of an answer from the response cache (docs/cache.md)",
+    )
     routes.add_parser("list")
     remove = routes.add_parser("remove")
     remove.add_argument("model")

@@ -31,6 +31,12 @@ class Settings:
     limits_table: str = "parley-limits"
     accounts_table: str = "parley-accounts"
     policies_table: str = "parley-policies"
+    response_cache_table: str = "parley-response-cache"
+    # How long duplicates of a request whose answer is not kept yet wait for it (docs/cache.md).
+    cache_lease_seconds: float = 60.0
+    # Where knowledge bases live (docs/rag.md): a folder, or s3://bucket/prefix (s3+ddb:// for
+    # concurrent writers through a DynamoDB commit store).
+    knowledge_bases_uri: str = ".parley/knowledge"
     account_cache_seconds: float = 60.0
     spend_cache_seconds: float = 10.0
     key_cache_seconds: float = 60.0
@@ -73,6 +79,7 @@ class Settings:
             "limits": self.limits_table,
             "accounts": self.accounts_table,
             "policies": self.policies_table,
+            "response_cache": self.response_cache_table,
         }
 
     @classmethod
@@ -86,6 +93,9 @@ class Settings:
             limits_table=os.environ.get("PARLEY_LIMITS_TABLE", defaults.limits_table),
             accounts_table=os.environ.get("PARLEY_ACCOUNTS_TABLE", defaults.accounts_table),
             policies_table=os.environ.get("PARLEY_POLICIES_TABLE", defaults.policies_table),
+            response_cache_table=os.environ.get("PARLEY_RESPONSE_CACHE_TABLE", defaults.response_cache_table),
+            cache_lease_seconds=_float("PARLEY_CACHE_LEASE_SECONDS", defaults.cache_lease_seconds),
+            knowledge_bases_uri=os.environ.get("PARLEY_KNOWLEDGE_BASES_URI", defaults.knowledge_bases_uri),
             account_cache_seconds=_float("PARLEY_ACCOUNT_CACHE_SECONDS", defaults.account_cache_seconds),
             spend_cache_seconds=_float("PARLEY_SPEND_CACHE_SECONDS", defaults.spend_cache_seconds),
             key_cache_seconds=_float("PARLEY_KEY_CACHE_SECONDS", defaults.key_cache_seconds),

@@ -76,6 +76,7 @@ class RequestOutcome:
     first_token_at: float | None = None
     finished: float | None = None
     client_disconnected: bool = False
+    cache: str | None = None  # the response cache's verdict: hit, miss or bypass (docs/cache.md)
     prices: Prices = field(default_factory=Prices, repr=False)
     allowances: list[Any] = field(default_factory=list, repr=False)
     estimated_tokens: int = 0

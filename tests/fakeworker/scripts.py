@@ -14,6 +14,7 @@ import random
 import re
 import secrets
 import string
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -140,8 +141,17 @@ class RawAnswer:
         return [head, *chunks]
 
 
-Script = Union[Answer, WorkerError, Drop, Hang, Garbage, StreamError, Stall, RawAnswer]
-SCRIPT_TYPES = (Answer, WorkerError, Drop, Hang, Garbage, StreamError, Stall, RawAnswer)
+@dataclass
+class Gate:
+    """Hold the request until the test sets `release` (an event, never a sleep), then play `then`."""
+
+    then: Script
+    release: threading.Event
+    safety_net_seconds: float = 30.0
+
+
+Script = Union[Answer, WorkerError, Drop, Hang, Garbage, StreamError, Stall, RawAnswer, Gate]
+SCRIPT_TYPES = (Answer, WorkerError, Drop, Hang, Garbage, StreamError, Stall, RawAnswer, Gate)
 
 
 def is_streaming(request_body: Any) -> bool:

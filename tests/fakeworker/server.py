@@ -8,15 +8,17 @@ import threading
 import time
 from collections import deque
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Union
 
 from .anthropic import render_anthropic_buffered, render_anthropic_stream
+from .retrieval import DEFAULT_DIMENSIONS, embeddings_answer, rerank_answer
 from .scripts import (
     DONE_EVENT,
     SCRIPT_TYPES,
     Answer,
     Drop,
     Garbage,
+    Gate,
     Hang,
     RawAnswer,
     Script,
@@ -34,7 +36,14 @@ CHAT_PATH = "/v1/chat/completions"
 MESSAGES_PATH = "/v1/messages"
 TOKENIZE_PATH = "/tokenize"
 MODELS_PATH = "/v1/models"
+EMBEDDINGS_PATH = "/v1/embeddings"
+RERANK_PATH = "/v1/rerank"
+RETRIEVAL_PATHS = (EMBEDDINGS_PATH, RERANK_PATH)
 MAX_HEAD_BYTES = 64 * 1024
+
+# What a test may enqueue for /v1/embeddings or /v1/rerank instead of the computed answer: a
+# WorkerError (its status and body), a RawAnswer (byte for byte), or a dict or str sent as a 200's body.
+RetrievalScript = Union[WorkerError, RawAnswer, dict, str]
 
 
 class _BadRequest(Exception):
@@ -138,6 +147,11 @@ class FakeWorker:
     ``requests``; ``disconnects`` counts connections the client closed before the response was
     complete. ``strict_template``: its chat template refuses a system message that is not first,
     as vLLM does with Mistral's or Gemma's (a 400 for both paths, no script taken).
+
+    POST /v1/embeddings and POST /v1/rerank answer deterministically (tests/fakeworker/retrieval.py:
+    hashed bags of words of ``embedding_dimensions``, a rerank by word overlap) unless a script was
+    enqueued for them (``enqueue_embeddings``, ``enqueue_rerank``). They are recorded apart, in
+    ``retrieval_requests``, so ``requests`` stays the log of chat requests that tests count.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, model: str = "fake-model") -> None:
@@ -145,9 +159,12 @@ class FakeWorker:
         self.model = model
         self.token_count: int | None = None
         self.strict_template = False
+        self.embedding_dimensions = DEFAULT_DIMENSIONS
         self._cond = threading.Condition()
         self._queue: deque[Script] = deque()
         self._requests: list[dict[str, Any]] = []
+        self._retrieval_requests: list[dict[str, Any]] = []
+        self._retrieval_scripts: dict[str, deque[RetrievalScript]] = {path: deque() for path in RETRIEVAL_PATHS}
         self._disconnects = 0
         self._connections = 0
         self._tasks: set[asyncio.Task] = set()
@@ -175,10 +192,31 @@ class FakeWorker:
         with self._cond:
             self._queue.extend(scripts)
 
+    def enqueue_embeddings(self, *scripts: RetrievalScript) -> None:
+        """What the next POST /v1/embeddings requests get, one each, instead of the computed answer."""
+        self._enqueue_retrieval(EMBEDDINGS_PATH, scripts)
+
+    def enqueue_rerank(self, *scripts: RetrievalScript) -> None:
+        """What the next POST /v1/rerank requests get, one each, instead of the computed answer."""
+        self._enqueue_retrieval(RERANK_PATH, scripts)
+
+    def _enqueue_retrieval(self, path: str, scripts: tuple[RetrievalScript, ...]) -> None:
+        for script in scripts:
+            if not isinstance(script, (WorkerError, RawAnswer, dict, str)):
+                raise TypeError(f"not an embeddings or rerank script: {script!r}")
+        with self._cond:
+            self._retrieval_scripts[path].extend(scripts)
+
     @property
     def requests(self) -> list[dict[str, Any]]:
         with self._cond:
             return list(self._requests)
+
+    @property
+    def retrieval_requests(self) -> list[dict[str, Any]]:
+        """The POST /v1/embeddings and /v1/rerank requests (not in ``requests``)."""
+        with self._cond:
+            return list(self._retrieval_requests)
 
     @property
     def disconnects(self) -> int:
@@ -208,10 +246,14 @@ class FakeWorker:
         with self._cond:
             self._queue.clear()
             self._requests.clear()
+            self._retrieval_requests.clear()
+            for scripts in self._retrieval_scripts.values():
+                scripts.clear()
             self._disconnects = 0
             self._connections = 0
             self.token_count = None
             self.strict_template = False
+            self.embedding_dimensions = DEFAULT_DIMENSIONS
 
     def close(self) -> None:
         if self._closed:
@@ -242,9 +284,15 @@ class FakeWorker:
             return self._queue.popleft() if self._queue else Answer(text="ok")
 
     def _record(self, request: dict[str, Any]) -> None:
+        retrieval = request["method"] == "POST" and request["path"].split("?", 1)[0] in RETRIEVAL_PATHS
         with self._cond:
-            self._requests.append(request)
+            (self._retrieval_requests if retrieval else self._requests).append(request)
             self._cond.notify_all()
+
+    def _next_retrieval_script(self, path: str) -> RetrievalScript | None:
+        with self._cond:
+            scripts = self._retrieval_scripts[path]
+            return scripts.popleft() if scripts else None
 
     def _count_disconnect(self) -> None:
         with self._cond:
@@ -340,6 +388,8 @@ class FakeWorker:
         if request["method"] == "POST" and path in (CHAT_PATH, MESSAGES_PATH):
             request["anthropic"] = path == MESSAGES_PATH
             return await self._serve_script(conn, request, self._next_script())
+        if request["method"] == "POST" and path in RETRIEVAL_PATHS:
+            return await self._serve_retrieval(conn, request, path)
         if request["method"] == "POST" and path == TOKENIZE_PATH:
             count = self.token_count if self.token_count is not None else _prompt_token_count(request["body"])
             body = json.dumps({"count": count, "max_model_len": 32768, "tokens": []}).encode()
@@ -359,6 +409,28 @@ class FakeWorker:
         else:
             body = _error_body(f"Not found: {request['method']} {path}", "NotFoundError", 404)
             status = 404
+        headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+        await conn.send(_head(status, headers, close) + body)
+        return not close
+
+    async def _serve_retrieval(self, conn: _Connection, request: dict[str, Any], path: str) -> bool:
+        close = not request["keep_alive"]
+        script = self._next_retrieval_script(path)
+        if isinstance(script, RawAnswer):
+            for data in script.wire():
+                await conn.send(data)
+            return False
+        if isinstance(script, WorkerError):
+            await self._send_error(conn, script, close)
+            return not close
+        if script is None:
+            if path == EMBEDDINGS_PATH:
+                status, answer = embeddings_answer(request["body"], self.model, self.embedding_dimensions)
+            else:
+                status, answer = rerank_answer(request["body"], self.model)
+            body = json.dumps(answer).encode()
+        else:
+            status, body = 200, (script if isinstance(script, str) else json.dumps(script)).encode()
         headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
         await conn.send(_head(status, headers, close) + body)
         return not close
@@ -390,6 +462,11 @@ class FakeWorker:
         if isinstance(script, Hang):
             await asyncio.sleep(script.seconds)
             return script.then is not None and await self._play(conn, request, script.then)
+        if isinstance(script, Gate):
+            released = await asyncio.to_thread(script.release.wait, script.safety_net_seconds)
+            if not released:
+                raise ConnectionError("the gate was never released")
+            return await self._play(conn, request, script.then)
         if isinstance(script, WorkerError):
             await self._send_error(conn, script, close)
             return True

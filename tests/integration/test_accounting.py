@@ -304,8 +304,11 @@ def test_operators_export_usage_as_csv_and_json(parley, worker, raw, dynamodb, c
 
     assert main(["usage", "--account", account, "--csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "account,day,model,requests,errors,input_tokens,cache_read_input_tokens,output_tokens,cost_usd"
-    assert lines[1].startswith(f"{account},") and lines[1].endswith(",,1,0,7,0,4,0.0")
+    assert (
+        lines[0]
+        == "account,day,model,requests,errors,input_tokens,cache_read_input_tokens,output_tokens,cache_hits,cost_usd"
+    )
+    assert lines[1].startswith(f"{account},") and lines[1].endswith(",,1,0,7,0,4,0,0.0")
 
     assert main(["usage", "--account", account, "--by-model", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)

@@ -74,6 +74,8 @@ def test_the_module_exports() -> None:
         "ContentPolicy",
         "DenyRule",
         "PiiPolicy",
+        "CachePolicy",
+        "RagPolicy",
         "Policy",
         "NO_POLICY",
         "PolicyError",

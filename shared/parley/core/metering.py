@@ -32,11 +32,17 @@ class Prices:
 
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
+    cache_hit_per_mtok: float = 0.0  # every token of an answer served from the response cache
 
 
-def cost_micros(prices: Prices, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0) -> int:
-    """What a request costs; cached prompt tokens are billed as input tokens."""
+def cost_micros(
+    prices: Prices, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0, cache_hit: bool = False
+) -> int:
+    """What a request costs; cached prompt tokens are billed as input tokens. An answer from the
+    response cache (docs/cache.md) is billed at the cache-hit price for all its tokens."""
     tokens_in = input_tokens + cache_read_tokens
+    if cache_hit:
+        return round((tokens_in + output_tokens) * prices.cache_hit_per_mtok)
     return round(tokens_in * prices.input_per_mtok + output_tokens * prices.output_per_mtok)
 
 
@@ -113,6 +119,7 @@ class UsageEvent:
     error_type: str | None = None
     client_disconnected: bool = False
     requested_model: str | None = None  # the client's spelling, when it is not the route's name
+    cache_hit: bool = False  # answered from the response cache, without a worker
 
     def aggregate_keys(self) -> list[tuple[str, str]]:
         """(partition, sort) of every aggregate this event adds to. Per key and per account: the day,

@@ -6,7 +6,11 @@ The document (docs/guardrails.md):
              "mask_output": true|false, "phone_regions": ["US", ...], "allow": [...]},
      "content": {"deny": [{"name": ..., "phrases": [...], "patterns": [...],
                            "direction": "both"|"input"|"output"}],
-                 "prompt_injection": "off"|"flag"|"block", "scan": "latest"|"all"}}
+                 "prompt_injection": "off"|"flag"|"block", "scan": "latest"|"all"},
+     "cache": {"mode": "off"|"deterministic"|"all", "ttl_seconds": N},
+     "rag": {"knowledge_base": NAME, "top_k": N, "rerank_model": MODEL, "on_error": "answer"|"fail"}}
+
+(`cache`: docs/cache.md; `rag`: docs/rag.md.)
 
 `parse_policy` reads a document into a Policy (missing fields take the dataclasses' defaults) or
 refuses it with a PolicyError naming the field (`content.deny[1].patterns[0]: not a valid RE2
@@ -22,6 +26,8 @@ from typing import Any, Literal, get_args
 from .errors import InvalidRequestError
 
 __all__ = [
+    "CachePolicy",
+    "RagPolicy",
     "PII_ENTITIES",
     "NEVER_RESTORED",
     "ContentPolicy",
@@ -44,6 +50,11 @@ PiiMode = Literal["off", "mask", "block"]
 Direction = Literal["both", "input", "output"]
 InjectionMode = Literal["off", "flag", "block"]
 Scan = Literal["latest", "all"]
+CacheMode = Literal["off", "deterministic", "all"]
+RagOnError = Literal["answer", "fail"]
+
+MAX_CACHE_TTL_SECONDS = 30 * 86_400
+MAX_RAG_TOP_K = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +86,29 @@ class ContentPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class CachePolicy:
+    mode: CacheMode = "off"  # deterministic: only requests with temperature 0
+    ttl_seconds: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class RagPolicy:
+    knowledge_base: str = ""  # none: no retrieval
+    top_k: int = 4
+    rerank_model: str = ""  # a route whose workers serve /v1/rerank; none: the vector order
+    on_error: RagOnError = "answer"  # answer without the documents, or fail the request
+
+    @property
+    def active(self) -> bool:
+        return bool(self.knowledge_base)
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     pii: PiiPolicy = field(default_factory=PiiPolicy)
     content: ContentPolicy = field(default_factory=ContentPolicy)
+    cache: CachePolicy = field(default_factory=CachePolicy)
+    rag: RagPolicy = field(default_factory=RagPolicy)
     version: str = ""  # "<scope>@<n>": changes with every stored change (part of cache keys)
 
     @property
@@ -95,17 +126,19 @@ class PolicyError(InvalidRequestError):
 
 def parse_policy(document: Any, version: str = "") -> Policy:
     """The Policy a document (parsed JSON) describes, or PolicyError naming the first bad field."""
-    fields = _fields(document, "", ("pii", "content"))
+    fields = _fields(document, "", ("pii", "content", "cache", "rag"))
     return Policy(
         pii=_pii(fields["pii"]) if "pii" in fields else PiiPolicy(),
         content=_content(fields["content"]) if "content" in fields else ContentPolicy(),
+        cache=_cache(fields["cache"]) if "cache" in fields else CachePolicy(),
+        rag=_rag(fields["rag"]) if "rag" in fields else RagPolicy(),
         version=version,
     )
 
 
 def policy_document(policy: Policy) -> dict[str, Any]:
     """The complete document of a policy (every field, defaults included; not its version)."""
-    pii, content = policy.pii, policy.content
+    pii, content, cache, rag = policy.pii, policy.content, policy.cache, policy.rag
     return {
         "pii": {
             "mode": pii.mode,
@@ -123,12 +156,21 @@ def policy_document(policy: Policy) -> dict[str, Any]:
             "prompt_injection": content.prompt_injection,
             "scan": content.scan,
         },
+        "cache": {"mode": cache.mode, "ttl_seconds": cache.ttl_seconds},
+        "rag": {
+            "knowledge_base": rag.knowledge_base,
+            "top_k": rag.top_k,
+            "rerank_model": rag.rerank_model,
+            "on_error": rag.on_error,
+        },
     }
 
 
 _PII_FIELDS = ("mode", "entities", "restore", "mask_output", "phone_regions", "allow")
 _CONTENT_FIELDS = ("deny", "prompt_injection", "scan")
 _RULE_FIELDS = ("name", "phrases", "patterns", "direction")
+_CACHE_FIELDS = ("mode", "ttl_seconds")
+_RAG_FIELDS = ("knowledge_base", "top_k", "rerank_model", "on_error")
 
 
 def _fields(value: Any, path: str, known: tuple[str, ...]) -> dict[str, Any]:
@@ -154,6 +196,12 @@ def _choice(value: Any, path: str, allowed: Any) -> Any:
 def _bool(value: Any, path: str) -> bool:
     if not isinstance(value, bool):
         raise PolicyError(f"{path}: must be true or false")
+    return value
+
+
+def _integer(value: Any, path: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise PolicyError(f"{path}: must be a whole number from {low:,} to {high:,}")
     return value
 
 
@@ -249,3 +297,32 @@ def _check_pattern(pattern: str, path: str) -> None:
     reason = pattern_error(pattern)
     if reason is not None:
         raise PolicyError(f"{path}: {reason}")
+
+
+def _cache(value: Any) -> CachePolicy:
+    fields = _fields(value, "cache", _CACHE_FIELDS)
+    default = CachePolicy()
+    return CachePolicy(
+        mode=_choice(fields.get("mode", default.mode), "cache.mode", CacheMode),
+        ttl_seconds=_integer(
+            fields.get("ttl_seconds", default.ttl_seconds), "cache.ttl_seconds", 1, MAX_CACHE_TTL_SECONDS
+        ),
+    )
+
+
+def _rag(value: Any) -> RagPolicy:
+    fields = _fields(value, "rag", _RAG_FIELDS)
+    default = RagPolicy()
+    if "knowledge_base" not in fields:
+        raise PolicyError("rag.knowledge_base: required")
+    return RagPolicy(
+        knowledge_base=_name_or_none(fields["knowledge_base"], "rag.knowledge_base"),
+        top_k=_integer(fields.get("top_k", default.top_k), "rag.top_k", 1, MAX_RAG_TOP_K),
+        rerank_model=_name_or_none(fields.get("rerank_model", ""), "rag.rerank_model"),
+        on_error=_choice(fields.get("on_error", default.on_error), "rag.on_error", RagOnError),
+    )
+
+
+def _name_or_none(value: Any, path: str) -> str:
+    """A name, or "" for none (how `policy_document` writes a missing one)."""
+    return "" if value == "" else _string(value, path)

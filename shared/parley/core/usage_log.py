@@ -42,7 +42,7 @@ _TEXT_FIELDS = {"request_id", "key_id", "account", "model", "worker", "requested
 _NAMES = {"request_id", "key_id", "account", "model"}  # never empty
 _COUNT_FIELDS = {"status", "input_tokens", "output_tokens", "cache_read_input_tokens", "cost_micros"}
 _TIME_FIELDS = {"at", "latency_ms", "time_to_first_token_ms"}
-_FLAG_FIELDS = {"stream", "client_disconnected"}
+_FLAG_FIELDS = {"stream", "client_disconnected", "cache_hit"}
 
 
 class UsageLineError(ValueError):

@@ -169,6 +169,7 @@ def _route(item: dict[str, Any]) -> Route:
         prices=Prices(
             input_per_mtok=float(item.get("input_usd_per_mtok", {}).get("N", 0)),
             output_per_mtok=float(item.get("output_usd_per_mtok", {}).get("N", 0)),
+            cache_hit_per_mtok=float(item.get("cache_hit_usd_per_mtok", {}).get("N", 0)),
         ),
         timeouts=Timeouts(**timeouts),
         account=account,
@@ -194,6 +195,7 @@ class RouteStore:
             "created_at": {"S": route.created_at},
             "input_usd_per_mtok": {"N": str(route.prices.input_per_mtok)},
             "output_usd_per_mtok": {"N": str(route.prices.output_per_mtok)},
+            "cache_hit_usd_per_mtok": {"N": str(route.prices.cache_hit_per_mtok)},
             "timeouts": {"S": orjson.dumps(asdict(route.timeouts)).decode()},
         }
         if route.aliases:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TABLES", "create_tables"]
+__all__ = ["TABLES", "TIME_TO_LIVE", "create_tables"]
 
 TABLES: dict[str, dict[str, Any]] = {
     "keys": {
@@ -38,7 +38,14 @@ TABLES: dict[str, dict[str, Any]] = {
         "KeySchema": [{"AttributeName": "scope", "KeyType": "HASH"}],
         "AttributeDefinitions": [{"AttributeName": "scope", "AttributeType": "S"}],
     },
+    "response_cache": {
+        "KeySchema": [{"AttributeName": "key", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "key", "AttributeType": "S"}],
+    },
 }
+
+TIME_TO_LIVE: dict[str, str] = {"response_cache": "expires_at"}
+"""The tables whose items expire, and the attribute DynamoDB's TTL reads."""
 
 
 def create_tables(dynamodb: Any, names: dict[str, str]) -> None:
@@ -49,3 +56,7 @@ def create_tables(dynamodb: Any, names: dict[str, str]) -> None:
             continue
         dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **TABLES[role])
         dynamodb.get_waiter("table_exists").wait(TableName=name)
+        if role in TIME_TO_LIVE:
+            dynamodb.update_time_to_live(
+                TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": TIME_TO_LIVE[role]}
+            )

@@ -38,7 +38,15 @@ _RETRYABLE = {
     "TransactionInProgressException",
 }
 _TRANSIENT_REASONS = {"None", "", "ThrottlingError", "TransactionConflict", "ProvisionedThroughputExceeded"}
-_COUNTERS = ("requests", "errors", "input_tokens", "output_tokens", "cache_read_input_tokens", "cost_micros")
+_COUNTERS = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cost_micros",
+    "cache_hits",
+)
 _ADD = "ADD " + ", ".join(f"{name} :{name}" for name in _COUNTERS)
 
 
@@ -52,6 +60,7 @@ def public_row(row: dict[str, Any]) -> dict[str, Any]:
         "input_tokens": row["input_tokens"],
         "cache_read_input_tokens": row["cache_read_input_tokens"],
         "output_tokens": row["output_tokens"],
+        "cache_hits": row["cache_hits"],
         "cost_usd": round(usd(row["cost_micros"]), 6),
     }
 
@@ -97,6 +106,7 @@ def _counters(event: UsageEvent) -> tuple[int, ...]:
         event.output_tokens,
         event.cache_read_input_tokens,
         event.cost_micros,
+        1 if event.cache_hit else 0,
     )
 
 

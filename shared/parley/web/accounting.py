@@ -128,13 +128,18 @@ def usage_event(outcome: RequestOutcome) -> UsageEvent | None:
         output_tokens=outcome.output_tokens,
         cache_read_input_tokens=outcome.cache_read_input_tokens,
         cost_micros=cost_micros(
-            outcome.prices, outcome.input_tokens, outcome.output_tokens, outcome.cache_read_input_tokens
+            outcome.prices,
+            outcome.input_tokens,
+            outcome.output_tokens,
+            outcome.cache_read_input_tokens,
+            cache_hit=outcome.cache == "hit",
         ),
         latency_ms=outcome.latency_ms,
         time_to_first_token_ms=outcome.time_to_first_token_ms,
         error_type=outcome.error_type,
         client_disconnected=outcome.client_disconnected,
         requested_model=outcome.requested_model,
+        cache_hit=outcome.cache == "hit",
     )
 
 

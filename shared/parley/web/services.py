@@ -15,6 +15,7 @@ from ..io.keys import KeyStore
 from ..io.limits import RateLimiter
 from ..io.placeholder_keys import PlaceholderKeys
 from ..io.policies import PolicyStore
+from ..io.response_cache import Flights, ResponseCacheTable
 from ..io.routes import RouteStore
 from ..io.tokenizers import WorkerTokenizers
 from ..io.usage import UsageStore
@@ -46,6 +47,8 @@ class Services:
     policies: PolicyStore
     placeholder_keys: PlaceholderKeys  # each account's key for stable placeholders (derived)
     judged: JudgedBlocks  # what texts seen under a policy held, so a resent history is not scanned again
+    response_cache: ResponseCacheTable
+    flights: Flights  # this instance's requests calling a worker for a cache key
 
     @classmethod
     def build(cls, settings: Settings, dynamodb: Any, telemetry: Telemetry | None = None) -> "Services":
@@ -83,6 +86,8 @@ class Services:
             policies=PolicyStore(dynamodb, settings.policies_table, settings.policy_cache_seconds),
             placeholder_keys=PlaceholderKeys(settings.pii_key_ref),
             judged=JudgedBlocks(),
+            response_cache=ResponseCacheTable(dynamodb, settings.response_cache_table),
+            flights=Flights(),
         )
 
     def metered(self, timeout: float = 30.0) -> bool:

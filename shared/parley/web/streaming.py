@@ -15,6 +15,7 @@ from ..core.chat_passthrough import PING, ChatStreamRelay
 from ..core.errors import ApiError, ParleyError
 from ..core.passthrough import AnthropicStreamRelay
 from ..core.response import AnswerContext
+from ..core.response_cache import AnswerRecorder
 from ..core.sse import encode_events
 from ..core.stream import ChatToMessagesStream, Event, WorkerSSETranslator
 from ..io.routes import Worker
@@ -42,7 +43,9 @@ class _Relay(Protocol):
     def end(self) -> list[Event]: ...
 
 
-def _note_events(outcome: RequestOutcome | None, events: list[Event]) -> None:
+def _note_events(outcome: RequestOutcome | None, events: list[Event], recorder: AnswerRecorder | None = None) -> None:
+    if recorder is not None:
+        recorder.record(events)
     if outcome is None:
         return
     if outcome.first_token_at is None and any(name == "content_block_delta" for name, _ in events):
@@ -125,6 +128,7 @@ async def stream_answer(
     outcome: RequestOutcome | None = None,
     prompt_tokens: asyncio.Future[int | None] | None = None,
     guard: Callable[[Callable[[], dict[str, int]]], AnswerGuard | None] | None = None,
+    recorder: AnswerRecorder | None = None,
 ) -> AsyncIterator[bytes]:
     """Stream the answer whose worker request `opening` is under way (failing over between
     workers until one sends its first bytes).
@@ -137,6 +141,7 @@ async def stream_answer(
 
     `guard` makes the answer's guard (stage `judge output`) from the stream's usage so far: every
     batch of events goes through it; once it refuses the answer, the worker is no longer read.
+    `recorder` is fed every event the client is sent (the answer kept by the response cache).
     """
     prelude = ChatToMessagesStream(context)
     relay: _Relay | None = None
@@ -151,12 +156,15 @@ async def stream_answer(
     try:
         while not opening.done() and not (await asyncio.wait((opening,), timeout=ping_seconds))[0]:
             use_prompt_tokens()
-            yield encode_events(prelude.ping())
+            events = prelude.ping()
+            if recorder is not None:
+                recorder.record(events)
+            yield encode_events(events)
         try:
             worker, upstream = opening.result()
         except ParleyError as error:
             events = prelude.fail(error)
-            _note_events(outcome, events)
+            _note_events(outcome, events, recorder)
             yield encode_events(events)
             return
         if prompt_tokens is not None and not prelude.started and not prompt_tokens.done():
@@ -176,7 +184,7 @@ async def stream_answer(
                 if answer_guard is not None:
                     events = answer_guard.events(events)
                 if events:
-                    _note_events(outcome, events)
+                    _note_events(outcome, events, recorder)
                     yield encode_events(events)
                 if answer_guard is not None and answer_guard.refused is not None:
                     return
@@ -184,13 +192,13 @@ async def stream_answer(
                 events = relay.end()
                 if answer_guard is not None:
                     events = answer_guard.events(events)
-                _note_events(outcome, events)
+                _note_events(outcome, events, recorder)
                 if events:
                     yield encode_events(events)
     except Exception:
         logger.exception("stream translation failed")
         events = (relay or prelude).fail(ApiError("Internal server error"))
-        _note_events(outcome, events)
+        _note_events(outcome, events, recorder)
         if events:
             yield encode_events(events)
     finally:

@@ -2,7 +2,7 @@
 
 Query: since, until (YYYY-MM-DD, UTC; default the last 30 days), by_model (true/false).
 Answer: {"key_id", "account", "since", "until", "data": [{"day", "model", "requests", "errors",
-"input_tokens", "cache_read_input_tokens", "output_tokens", "cost_usd"}]}.
+"input_tokens", "cache_read_input_tokens", "output_tokens", "cache_hits", "cost_usd"}]}.
 """
 
 from __future__ import annotations

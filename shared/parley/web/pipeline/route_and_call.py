@@ -10,13 +10,15 @@ from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
-from ...core.anthropic_types import messages_request_from
+from ...core.anthropic_types import MessagesRequest, messages_request_from
 from ...core.chat_passthrough import ChatStreamRelay, answer_for_client, chat_request_for_worker
 from ...core.errors import InvalidRequestError
 from ...core.ids import new_message_id
 from ...core.response import AnswerContext, usage_to_anthropic
+from ...core.response_cache import AnswerRecorder
 from ...core.tokens import estimate_prompt_tokens
-from ...io.routes import Worker
+from ...io.response_cache import CachedAnswer
+from ...io.routes import Route, Worker
 from ...io.worker import WorkerClient
 from ..accounting import admit
 from ..dependencies import resolve_route
@@ -25,6 +27,7 @@ from ..streaming import SSE_HEADERS, relay_chat_stream, stream_answer
 from ..tokenizer import prompt_token_count, tokenizing_worker
 from ..upstream import call_route, first_answer_or_error, unless_client_leaves
 from ..worker_requests import WorkerRequests, text_worker
+from .cache import CacheTicket, kept_stream, look_up_answer, served_from_cache
 from .exchange import Exchange
 from .judge_input import mask_documents
 from .judge_output import answer_guard, chat_answer_guard
@@ -46,6 +49,25 @@ async def call_messages(exchange: Exchange) -> Response:
     requests = WorkerRequests(request, exchange.data, message_request, services.templates)
     requests.prompt_tokens = requests.admission_estimate(route.worker, services.settings.pdf_max_text_chars)
     await admit(request, services, exchange.key, route, requests.prompt_tokens)
+    looked_up = await look_up_answer(exchange, route, exchange.data)
+    if isinstance(looked_up, CachedAnswer):
+        return served_from_cache(exchange, looked_up, message_request.model, bool(message_request.stream))
+    try:
+        return await _called(exchange, route, message_request, requests, looked_up)
+    except BaseException:
+        if looked_up is not None:
+            looked_up.release()
+        raise
+
+
+async def _called(
+    exchange: Exchange,
+    route: Route,
+    message_request: MessagesRequest,
+    requests: WorkerRequests,
+    ticket: CacheTicket | None,
+) -> Response:
+    request, services, outcome = exchange.request, exchange.services, exchange.outcome
     first_text_worker = text_worker(route)
     if await requests.read_documents(request, services, route):
         requests.documents = mask_documents(exchange, requests.documents)
@@ -73,18 +95,19 @@ async def call_messages(exchange: Exchange) -> Response:
             if prompt_tokens is not None:
                 prompt_tokens.cancel()
             raise
-        return StreamingResponse(
-            stream_answer(
-                opening,
-                context,
-                services.settings.ping_seconds,
-                outcome,
-                prompt_tokens,
-                guard=lambda usage: answer_guard(exchange, usage),
-            ),
-            media_type=_SSE,
-            headers=SSE_HEADERS,
+        recorder = AnswerRecorder() if ticket is not None else None
+        stream = stream_answer(
+            opening,
+            context,
+            services.settings.ping_seconds,
+            outcome,
+            prompt_tokens,
+            guard=lambda usage: answer_guard(exchange, usage),
+            recorder=recorder,
         )
+        if ticket is not None and recorder is not None:
+            stream = kept_stream(stream, recorder, ticket)
+        return StreamingResponse(stream, media_type=_SSE, headers=SSE_HEADERS)
     _, (message, usage) = await unless_client_leaves(
         request,
         call_route(
@@ -93,7 +116,11 @@ async def call_messages(exchange: Exchange) -> Response:
     )
     note_usage(outcome, usage)
     guard = answer_guard(exchange)
-    return json_response(guard.message(message) if guard is not None else message)
+    answer = guard.message(message) if guard is not None else message
+    if ticket is not None:
+        await ticket.keep_answer(answer)
+        ticket.release()
+    return json_response(answer)
 
 
 async def call_chat(exchange: Exchange) -> Response:

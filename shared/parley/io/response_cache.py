@@ -1,0 +1,123 @@
+"""The response cache's table (docs/cache.md): answers kept under their key until they expire,
+and the leases that let one request call the worker while its duplicates wait (across
+instances; `Flights` within one).
+
+An answer is kept zlib-compressed; one larger than `MAX_STORED_BYTES` compressed (DynamoDB's item
+limit is 400 KB) is not kept. `expires_at` is the table's TTL attribute; since DynamoDB deletes
+expired items only eventually, expiry is checked on every read as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+__all__ = ["MAX_STORED_BYTES", "CachedAnswer", "Flights", "ResponseCacheTable"]
+
+MAX_STORED_BYTES = 350_000
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    message: dict[str, Any]
+    stored_at: float
+
+
+class ResponseCacheTable:
+    def __init__(self, dynamodb: Any, table: str) -> None:
+        self._dynamodb = dynamodb
+        self._table = table
+
+    def get(self, key: str, now: float) -> CachedAnswer | None:
+        item = self._dynamodb.get_item(
+            TableName=self._table, Key={"key": {"S": f"answer#{key}"}}, ConsistentRead=True
+        ).get("Item")
+        if item is None or float(item["expires_at"]["N"]) <= now:
+            return None
+        message = orjson.loads(zlib.decompress(item["answer"]["B"]))
+        return CachedAnswer(message, float(item["stored_at"]["N"]))
+
+    def put(self, key: str, message: dict[str, Any], account: str, ttl_seconds: int, now: float) -> bool:
+        """Keep `message` for `ttl_seconds`; False (and nothing kept) when it is too large."""
+        answer = zlib.compress(orjson.dumps(message), 6)
+        if len(answer) > MAX_STORED_BYTES:
+            return False
+        self._dynamodb.put_item(
+            TableName=self._table,
+            Item={
+                "key": {"S": f"answer#{key}"},
+                "answer": {"B": answer},
+                "account": {"S": account},
+                "stored_at": {"N": f"{now:.3f}"},
+                "expires_at": {"N": str(int(now + ttl_seconds))},
+            },
+        )
+        return True
+
+    def claim(self, key: str, now: float, lease_seconds: float) -> str | None:
+        """The lease on calling the worker for `key`: its holder's token for the one request that
+        holds it until it is released or `lease_seconds` have passed; None for the others."""
+        holder = secrets.token_hex(8)
+        try:
+            self._dynamodb.put_item(
+                TableName=self._table,
+                Item={
+                    "key": {"S": f"lease#{key}"},
+                    "holder": {"S": holder},
+                    "lease_until": {"N": f"{now + lease_seconds:.3f}"},
+                    "expires_at": {"N": str(int(now + lease_seconds) + 1)},
+                },
+                ConditionExpression="attribute_not_exists(#key) OR lease_until < :now",
+                ExpressionAttributeNames={"#key": "key"},
+                ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}},
+            )
+        except self._dynamodb.exceptions.ConditionalCheckFailedException:
+            return None
+        return holder
+
+    def release(self, key: str, holder: str) -> None:
+        """The lease given up, unless it expired and another request holds it now."""
+        try:
+            self._dynamodb.delete_item(
+                TableName=self._table,
+                Key={"key": {"S": f"lease#{key}"}},
+                ConditionExpression="holder = :holder",
+                ExpressionAttributeValues={":holder": {"S": holder}},
+            )
+        except self._dynamodb.exceptions.ConditionalCheckFailedException:
+            pass
+
+
+class Flights:
+    """This instance's requests calling a worker for a key, for their duplicates to wait on."""
+
+    def __init__(self) -> None:
+        self._leaders: dict[str, asyncio.Future[None]] = {}
+        self.waiting = 0  # duplicates waiting now, here (telemetry, tests)
+
+    def leader(self, key: str) -> asyncio.Future[None] | None:
+        return self._leaders.get(key)
+
+    def lead(self, key: str) -> None:
+        self._leaders[key] = asyncio.get_running_loop().create_future()
+
+    def land(self, key: str) -> None:
+        leader = self._leaders.pop(key, None)
+        if leader is not None and not leader.done():
+            leader.set_result(None)
+
+    async def wait(self, waited: asyncio.Future[None] | None, seconds: float) -> None:
+        """Until `waited` lands (or, with none, for `seconds`), at most `seconds`."""
+        self.waiting += 1
+        try:
+            if waited is None:
+                await asyncio.sleep(seconds)
+            else:
+                await asyncio.wait((waited,), timeout=seconds)
+        finally:
+            self.waiting -= 1

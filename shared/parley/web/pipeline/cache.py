@@ -1,0 +1,190 @@
+"""Stages `look up cache` and `keep answer` (docs/cache.md): a request the policy caches is
+answered from the response cache when its answer is kept, else called and its answer kept.
+
+Duplicates wait for one call: within an instance on the caller's future (`Flights`), across
+instances on a lease in the cache table, polled until the answer is kept or the lease lapses
+(then the duplicate calls the worker itself). The table failing never fails a request: a lookup
+that fails is a miss, a write that fails is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response, StreamingResponse
+
+from ...core.ids import new_message_id
+from ...core.response_cache import AnswerRecorder, cache_key, cacheable, replay_events, storable
+from ...core.sse import encode_events
+from ...io.background import in_background
+from ...io.response_cache import CachedAnswer
+from ...io.routes import Route
+from ..middleware import add_response_headers
+from ..responses import json_response
+from .exchange import Exchange
+from .meter import note_usage
+
+__all__ = ["CacheTicket", "kept_stream", "look_up_answer", "served_from_cache"]
+
+logger = logging.getLogger("parley.cache")
+
+CACHE_WORKER = "response-cache"
+"""The worker a cache hit's usage is recorded under."""
+
+_FIRST_POLL_SECONDS = 0.02
+_LONGEST_POLL_SECONDS = 0.5
+
+
+@dataclass(slots=True)
+class CacheTicket:
+    """A miss the policy caches: where its answer is kept, and the lease its duplicates wait on."""
+
+    exchange: Exchange
+    key: str
+    keep: bool  # false under `cache-control: no-store`
+    holder: str | None = None  # the table lease's token, when this request leads
+    leading: bool = False
+    done: bool = False
+
+    async def keep_answer(self, message: dict[str, Any] | None) -> None:
+        """`message` kept, when it is a complete, successful answer (`storable`)."""
+        if not (self.keep and storable(message)):
+            return
+        services = self.exchange.services
+        ttl = self.exchange.policy.cache.ttl_seconds
+        try:
+            kept = await run_in_threadpool(
+                services.response_cache.put, self.key, message, self.exchange.key.account, ttl, time.time()
+            )
+        except Exception as error:
+            logger.warning("response cache write failed (%s); the answer is not kept", type(error).__name__)
+            return
+        if not kept:
+            logger.info("answer not kept: over the response cache's size limit")
+
+    def release(self) -> None:
+        """Duplicates let go (at once here; other instances at their next poll)."""
+        if self.done:
+            return
+        self.done = True
+        if self.leading:
+            self.exchange.services.flights.land(self.key)
+        if self.holder is not None:
+            in_background(run_in_threadpool(_released, self.exchange, self.key, self.holder))
+
+
+def _released(exchange: Exchange, key: str, holder: str) -> None:
+    try:
+        exchange.services.response_cache.release(key, holder)
+    except Exception as error:  # the lease lapses by itself
+        logger.warning("response cache lease release failed (%s)", type(error).__name__)
+
+
+def _verdict(exchange: Exchange, verdict: str) -> None:
+    add_response_headers(exchange.request, {"parley-cache": verdict})
+    outcome = exchange.outcome
+    if outcome is not None:
+        outcome.cache = verdict
+
+
+def _directives(exchange: Exchange) -> set[str]:
+    header = exchange.request.headers.get("cache-control", "")
+    return {directive.strip().lower() for directive in header.split(",") if directive.strip()}
+
+
+async def _get(exchange: Exchange, key: str) -> CachedAnswer | None:
+    try:
+        return await run_in_threadpool(exchange.services.response_cache.get, key, time.time())
+    except Exception as error:
+        logger.warning("response cache read failed (%s); treated as a miss", type(error).__name__)
+        return None
+
+
+async def look_up_answer(exchange: Exchange, route: Route, data: dict[str, Any]) -> CachedAnswer | CacheTicket | None:
+    """The kept answer to this request; else the ticket its answer is kept with; None when the
+    policy does not cache it (no cache policy, not deterministic, personal data to restore)."""
+    policy = exchange.policy.cache
+    if policy.mode == "off":
+        return None
+    directives = _directives(exchange)
+    if not cacheable(policy, data) or exchange.guarded.restore_map or {"no-cache", "no-store"} <= directives:
+        _verdict(exchange, "bypass")
+        return None
+    services = exchange.services
+    betas = exchange.request.headers.get("anthropic-beta")
+    key = cache_key(exchange.key.account, route.model, exchange.policy.version, betas, data)
+    ticket = CacheTicket(exchange, key, keep="no-store" not in directives)
+    _verdict(exchange, "miss")
+    if "no-cache" in directives:
+        return ticket
+    lease_seconds = services.settings.cache_lease_seconds
+    deadline = time.monotonic() + lease_seconds
+    poll = _FIRST_POLL_SECONDS
+    while True:
+        cached = await _get(exchange, key)
+        if cached is not None:
+            _verdict(exchange, "hit")
+            return cached
+        left = deadline - time.monotonic()
+        if not ticket.keep or left <= 0:
+            return ticket
+        here = services.flights.leader(key)
+        if here is not None:
+            await services.flights.wait(here, left)
+            continue
+        try:
+            holder = await run_in_threadpool(services.response_cache.claim, key, time.time(), lease_seconds)
+        except Exception as error:
+            logger.warning("response cache lease failed (%s); calling the worker", type(error).__name__)
+            return ticket
+        if holder is not None:
+            ticket.holder, ticket.leading = holder, True
+            services.flights.lead(key)
+            return ticket
+        await services.flights.wait(None, min(poll, left))
+        poll = min(poll * 2, _LONGEST_POLL_SECONDS)
+
+
+def served_from_cache(exchange: Exchange, cached: CachedAnswer, model: str, stream: bool) -> Response:
+    """A kept answer, as a new message (its own id, the model as the client named it) with the
+    original usage; metered once as a cache hit."""
+    message = {**cached.message, "id": new_message_id(), "model": model}
+    add_response_headers(exchange.request, {"age": str(max(0, int(time.time() - cached.stored_at)))})
+    outcome = exchange.outcome
+    if outcome is not None:
+        outcome.worker = CACHE_WORKER
+        usage = message["usage"]
+        note_usage(
+            outcome,
+            {name: usage.get(name, 0) for name in ("input_tokens", "output_tokens", "cache_read_input_tokens")},
+        )
+    if not stream:
+        return json_response(message)
+    from ..streaming import SSE_HEADERS
+
+    body = encode_events(replay_events(message))
+
+    async def replay() -> AsyncIterator[bytes]:
+        if outcome is not None:
+            outcome.first_token_at = time.perf_counter()
+        yield body
+
+    return StreamingResponse(replay(), media_type="text/event-stream; charset=utf-8", headers=SSE_HEADERS)
+
+
+async def kept_stream(
+    chunks: AsyncIterator[bytes], recorder: AnswerRecorder, ticket: CacheTicket
+) -> AsyncIterator[bytes]:
+    """The streamed answer as it goes out; once it has ended whole, kept."""
+    try:
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
+        await ticket.keep_answer(recorder.message)
+    finally:
+        ticket.release()
