@@ -1,4 +1,5 @@
-"""The `parley` command: the local stack and the admin of keys, routes, accounts and policies.
+"""The `parley` command: the local stack and the admin of keys, routes, accounts, policies and
+knowledge bases.
 
 It works against whatever DynamoDB the environment points at (AWS_ENDPOINT_URL_DYNAMODB,
 AWS_PROFILE, AWS_DEFAULT_REGION), with table names from PARLEY_KEYS_TABLE, PARLEY_ROUTES_TABLE,
@@ -153,6 +154,95 @@ def _policy(args: argparse.Namespace) -> int:
             print(f"no policy for {whose}", file=sys.stderr)
             return 1
         print(f"removed the policy of {whose}")
+    return 0
+
+
+def _knowledge(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .core.knowledge_files import KnowledgeFileError
+    from .io.knowledge_bases import KnowledgeBaseError, KnowledgeBaseStore
+    from .io.worker import WorkerFailure
+
+    store = KnowledgeBaseStore(Settings.from_environment().knowledge_bases_uri)
+    try:
+        return asyncio.run(_knowledge_command(args, store))
+    except (KnowledgeBaseError, KnowledgeFileError, OSError) as error:
+        print(f"parley kb {args.kb_command}: {error}", file=sys.stderr)
+    except WorkerFailure as failure:
+        print(f"parley kb {args.kb_command}: the embedding worker failed: {failure.error.message}", file=sys.stderr)
+    return 1
+
+
+async def _knowledge_command(args: argparse.Namespace, store: Any) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from .io.embeddings import BUILTIN_EMBEDDER
+    from .io.knowledge_ingest import add_file, embedder_for
+    from .io.routes import RouteStore
+    from .io.worker import WorkerClient
+
+    command, account = args.kb_command, args.account
+    client = WorkerClient()
+
+    def embedder(knowledge_base: Any) -> Any:
+        named = knowledge_base if isinstance(knowledge_base, str) else knowledge_base.embedder
+        routes = (
+            RouteStore(_dynamodb(), Settings.from_environment().routes_table) if named.startswith("route:") else None
+        )
+        return embedder_for(knowledge_base, routes, client, account)
+
+    def existing() -> Any:
+        knowledge_base = store.get(account, args.name)
+        if knowledge_base is None:
+            raise OSError(f"account {account} has no knowledge base {args.name}")
+        return knowledge_base
+
+    try:
+        if command == "create":
+            named = f"route:{args.embedding_model}" if args.embedding_model else BUILTIN_EMBEDDER
+            chosen = embedder(named)
+            dimensions = chosen.dimensions or len((await chosen.embed(["how many dimensions"]))[0])
+            made = store.create(account, args.name, named, dimensions)
+            print(
+                f"created knowledge base {made.name} of account {made.account}"
+                f" ({made.embedder}, {dimensions} dimensions)"
+            )
+        elif command == "add":
+            knowledge_base = existing()
+            chosen = embedder(knowledge_base)
+            for path in args.files:
+                source = Path(path).name
+                count = await add_file(store, chosen, account, args.name, source, Path(path).read_bytes())
+                print(f"{source}: {count} chunks")
+        elif command == "list" and args.name:
+            existing()
+            print(
+                _table(
+                    [[source, str(count)] for source, count in store.sources(account, args.name)], ["SOURCE", "CHUNKS"]
+                )
+            )
+        elif command == "list":
+            rows = [[kb.name, kb.embedder, str(kb.dimensions), kb.created_at] for kb in store.list(account)]
+            print(_table(rows, ["NAME", "EMBEDDER", "DIMENSIONS", "CREATED"]))
+        elif command == "remove" and args.source:
+            if not store.remove_source(account, args.name, args.source):
+                raise OSError(f"knowledge base {args.name} has no source {args.source}")
+            print(f"removed {args.source} from {args.name}")
+        elif command == "remove":
+            if not store.remove(account, args.name):
+                raise OSError(f"account {account} has no knowledge base {args.name}")
+            print(f"removed knowledge base {args.name}")
+        elif command == "search":
+            knowledge_base = existing()
+            [vector] = await embedder(knowledge_base).embed([args.query])
+            found = await asyncio.to_thread(store.search, account, args.name, vector, args.top_k)
+            for chunk in found:
+                print(f"{chunk.score:.3f}  {chunk.source} #{chunk.position} {chunk.title}".rstrip())
+                print("    " + " ".join(chunk.text.split())[:300])
+    finally:
+        await client.aclose()
     return 0
 
 
@@ -442,6 +532,31 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--account", required=True)
         sub.add_argument("--key", help="a key id (key_…) of the account: the key's own policy")
         sub.set_defaults(run=_policy)
+
+    kb = commands.add_parser("kb", help="knowledge bases for retrieval (docs/rag.md)").add_subparsers(
+        dest="kb_command", required=True
+    )
+    kb_create = kb.add_parser("create", help="a new knowledge base of the account")
+    kb_create.add_argument("name")
+    kb_create.add_argument(
+        "--embedding-model", help="a route whose workers serve /v1/embeddings (default: the built-in WordLlama)"
+    )
+    kb_add = kb.add_parser("add", help="text, markdown or PDF files (a file added again replaces its chunks)")
+    kb_add.add_argument("name")
+    kb_add.add_argument("files", nargs="+")
+    kb.add_parser("list", help="the account's knowledge bases, or a knowledge base's sources").add_argument(
+        "name", nargs="?"
+    )
+    kb_remove = kb.add_parser("remove", help="a knowledge base, or one source of it")
+    kb_remove.add_argument("name")
+    kb_remove.add_argument("--source", help="the file name to remove")
+    kb_search = kb.add_parser("search", help="the chunks nearest a question")
+    kb_search.add_argument("name")
+    kb_search.add_argument("query")
+    kb_search.add_argument("--top-k", type=int, default=4)
+    for sub in kb.choices.values():
+        sub.add_argument("--account", required=True)
+        sub.set_defaults(run=_knowledge)
 
     usage = commands.add_parser("usage", help="usage per account, key or model and day")
     usage.add_argument("--account")

@@ -77,6 +77,7 @@ class RequestOutcome:
     finished: float | None = None
     client_disconnected: bool = False
     cache: str | None = None  # the response cache's verdict: hit, miss or bypass (docs/cache.md)
+    retrieved_tokens: int = 0  # put into the prompt from a knowledge base (docs/rag.md)
     prices: Prices = field(default_factory=Prices, repr=False)
     allowances: list[Any] = field(default_factory=list, repr=False)
     estimated_tokens: int = 0

@@ -32,10 +32,11 @@ SAFETY_NET = Timeouts(connect=5.0, first_byte=20.0, idle=20.0, buffered=20.0)
 
 
 @pytest.fixture(scope="session")
-def parley(dynamodb: object, worker: FakeWorker) -> Iterator[RunningParley]:
+def parley(dynamodb: object, worker: FakeWorker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningParley]:
     settings = Settings(
         keys_table="it-keys",
         routes_table="it-routes",
+        knowledge_bases_uri=str(tmp_path_factory.mktemp("knowledge")),
         ping_seconds=PING_SECONDS,
         max_body_bytes=MAX_BODY_BYTES,
         worker_attempts=1,  # one attempt: these tests see each worker error as the client would;

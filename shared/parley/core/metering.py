@@ -120,6 +120,7 @@ class UsageEvent:
     client_disconnected: bool = False
     requested_model: str | None = None  # the client's spelling, when it is not the route's name
     cache_hit: bool = False  # answered from the response cache, without a worker
+    retrieved_tokens: int = 0  # of input_tokens, what retrieval put into the prompt (an estimate)
 
     def aggregate_keys(self) -> list[tuple[str, str]]:
         """(partition, sort) of every aggregate this event adds to. Per key and per account: the day,

@@ -40,7 +40,14 @@ _FIELDS = {field.name: field for field in dataclasses.fields(UsageEvent)}
 _REQUIRED = {name for name, field in _FIELDS.items() if field.default is dataclasses.MISSING}
 _TEXT_FIELDS = {"request_id", "key_id", "account", "model", "worker", "requested_model", "error_type"}
 _NAMES = {"request_id", "key_id", "account", "model"}  # never empty
-_COUNT_FIELDS = {"status", "input_tokens", "output_tokens", "cache_read_input_tokens", "cost_micros"}
+_COUNT_FIELDS = {
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cost_micros",
+    "retrieved_tokens",
+}
 _TIME_FIELDS = {"at", "latency_ms", "time_to_first_token_ms"}
 _FLAG_FIELDS = {"stream", "client_disconnected", "cache_hit"}
 

@@ -186,6 +186,7 @@ def run_dev() -> None:
     parley_logger.setLevel(logging.INFO)
     data_dir = Path(os.environ.get("PARLEY_DATA_DIR") or ".parley").resolve()
     os.environ.setdefault("PARLEY_USAGE_LOG", str(data_dir / "usage"))
+    os.environ.setdefault("PARLEY_KNOWLEDGE_BASES_URI", str(data_dir / "knowledge"))
     use_local_pii_key(data_dir)
     policy_file = os.environ.get("PARLEY_POLICY_FILE") or ""
     policy = read_policy_file(policy_file) if policy_file else None  # refused before anything starts

@@ -140,6 +140,7 @@ def usage_event(outcome: RequestOutcome) -> UsageEvent | None:
         client_disconnected=outcome.client_disconnected,
         requested_model=outcome.requested_model,
         cache_hit=outcome.cache == "hit",
+        retrieved_tokens=outcome.retrieved_tokens,
     )
 
 

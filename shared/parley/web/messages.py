@@ -10,6 +10,7 @@ from ..core.anthropic_types import count_tokens_request_from, load_json_object
 from ..core.documents import pdf_sources
 from ..core.request import prompt_to_chat_messages, tools_to_chat
 from ..core.request_guard import guard_messages_request
+from ..core.retrieval import messages_question, with_search_results
 from ..core.tokens import estimate_prompt_tokens
 from ..io.keys import KeyRecord
 from .accounting import admit_count_tokens
@@ -17,6 +18,7 @@ from .dependencies import authenticate, resolve_route, services_of
 from .documents import read_pdfs
 from .pipeline import Endpoint, judged_exchange, run_pipeline
 from .pipeline.judge_input import mask_documents
+from .pipeline.retrieve import retrieve
 from .pipeline.route_and_call import call_messages
 from .responses import json_response
 from .tokenizer import prompt_token_count, tokenizing_worker
@@ -25,7 +27,9 @@ from .upstream import unless_client_leaves
 __all__ = ["MESSAGES", "router"]
 
 router = APIRouter()
-MESSAGES = Endpoint("messages", load_json_object, guard_messages_request, call_messages)
+MESSAGES = Endpoint(
+    "messages", load_json_object, guard_messages_request, call_messages, messages_question, with_search_results
+)
 
 
 @router.post("/v1/messages")
@@ -41,6 +45,8 @@ async def count_tokens(request: Request, key: KeyRecord = Depends(authenticate))
     count_request = count_tokens_request_from(exchange.data)
     route = await resolve_route(request, count_request.model, key.account)
     await admit_count_tokens(request, services, key, route)
+    if await retrieve(exchange):  # counted with what retrieval puts in, as the worker gets it
+        count_request = count_tokens_request_from(exchange.data)
     documents = mask_documents(exchange, await read_pdfs(request, services, pdf_sources(count_request)))
     worker = tokenizing_worker(route)
     folds = worker is not None and services.templates.folds(worker)

@@ -2,14 +2,20 @@
 
     normalise      the body read (size-limited) and parsed; the key's policy looked up
     judge input    content policy on the newest turn; personal data masked (core/request_guard)
-    route and call validated, routed, admitted (limits), sent to the route's workers
+    route and call validated, routed, admitted (limits), then:
+      retrieve     the policy's knowledge base asked the request's question; what it found put
+                   at the end of the last user message, masked like the rest (docs/rag.md)
+      look up      the answer kept by the response cache, served as a hit; or duplicates
+      cache        waiting for one worker call (docs/cache.md)
+                   sent to the route's workers (failover)
     judge output   placeholders restored, output masked and judged, buffered or streamed
                    (core/answer_guard), fed to the call's answer as it is made
+    keep answer    a complete, successful answer kept for the cache policy's ttl
     meter          the answer's usage on the request's outcome (metered once, docs/metering.md)
 
-`REQUEST_STAGES` runs before the call; an endpoint (`Endpoint`) says how its body is parsed and
-guarded and how it is routed and called. POST /v1/messages and POST /v1/chat/completions run the
-same stages.
+`REQUEST_STAGES` runs before the call; an endpoint (`Endpoint`) says how its body is parsed,
+guarded and asked about, and how it is routed and called. POST /v1/messages and POST
+/v1/chat/completions run the same stages; count_tokens runs the request stages and retrieval.
 """
 
 from __future__ import annotations

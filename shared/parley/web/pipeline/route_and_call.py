@@ -32,6 +32,7 @@ from .exchange import Exchange
 from .judge_input import mask_documents
 from .judge_output import answer_guard, chat_answer_guard
 from .meter import note_route, note_usage
+from .retrieve import retrieve
 
 __all__ = ["call_chat", "call_messages"]
 
@@ -49,6 +50,10 @@ async def call_messages(exchange: Exchange) -> Response:
     requests = WorkerRequests(request, exchange.data, message_request, services.templates)
     requests.prompt_tokens = requests.admission_estimate(route.worker, services.settings.pdf_max_text_chars)
     await admit(request, services, exchange.key, route, requests.prompt_tokens)
+    if await retrieve(exchange):
+        message_request = messages_request_from(exchange.data)
+        requests = WorkerRequests(request, exchange.data, message_request, services.templates)
+        requests.prompt_tokens = requests.admission_estimate(route.worker, services.settings.pdf_max_text_chars)
     looked_up = await look_up_answer(exchange, route, exchange.data)
     if isinstance(looked_up, CachedAnswer):
         return served_from_cache(exchange, looked_up, message_request.model, bool(message_request.stream))
@@ -136,6 +141,9 @@ async def call_chat(exchange: Exchange) -> Response:
         note_route(outcome, route, model)
     prompt_tokens = estimate_prompt_tokens(chat["messages"], chat.get("tools"))
     await admit(request, services, exchange.key, route, prompt_tokens)
+    if await retrieve(exchange):
+        chat = exchange.data
+        prompt_tokens = estimate_prompt_tokens(chat["messages"], chat.get("tools"))
     timeouts = route.timeouts
 
     def forwarded(worker: Worker) -> dict[str, Any]:

@@ -1,0 +1,122 @@
+"""Stage `retrieve` (docs/rag.md): when the policy names a knowledge base, the request's question
+embedded, the nearest chunks found (reranked by a route's /v1/rerank if the policy says so),
+masked like the request, and put at the end of its last user message (core/retrieval.py).
+
+It runs after admission (nobody over a limit costs an embedding) and before the cache lookup
+(what was found is part of the key). A failure is reported in `parley-rag` and the request
+answers without the documents, unless the policy's `on_error` is "fail".
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+from starlette.concurrency import run_in_threadpool
+
+from ...core.errors import ApiError
+from ...core.policy import RagPolicy
+from ...core.request_guard import mask_texts
+from ...core.tokens import estimate_text_tokens
+from ...telemetry import log_text
+from ..dependencies import resolve_route
+from ..middleware import add_response_headers
+from ..upstream import worker_client
+from .exchange import Exchange
+
+__all__ = ["retrieve"]
+
+logger = logging.getLogger("parley.rag")
+
+_RERANK_CANDIDATES = 3  # per chunk kept, when a reranker picks them
+
+
+class RetrievalError(Exception):
+    """Retrieval could not be done; the message says why, for the log and the client's header."""
+
+
+async def _embedder(exchange: Exchange, embedder: str, dimensions: int) -> Any:
+    from ...io.embeddings import BUILTIN_EMBEDDER, RouteEmbedder, builtin_embedder
+
+    if embedder == BUILTIN_EMBEDDER:
+        return builtin_embedder()
+    if embedder.startswith("route:"):
+        route = await resolve_route(exchange.request, embedder.removeprefix("route:"), exchange.key.account)
+        return RouteEmbedder(worker_client(exchange.services, route), route.worker, route.timeouts, dimensions)
+    raise RetrievalError(f"unknown embedder {embedder}")
+
+
+async def _reranked(exchange: Exchange, model: str, question: str, found: Sequence[Any], top_k: int) -> list[Any]:
+    from ...io.embeddings import rerank
+
+    route = await resolve_route(exchange.request, model, exchange.key.account)
+    texts = [chunk.text for chunk in found]
+    order = await rerank(worker_client(exchange.services, route), route.worker, route.timeouts, question, texts, top_k)
+    return [found[index] for index in order]
+
+
+async def _found(exchange: Exchange, rag: RagPolicy, question: str) -> list[Any]:
+    store, account = exchange.services.knowledge_bases, exchange.key.account
+    knowledge_base = await run_in_threadpool(store.get, account, rag.knowledge_base)
+    if knowledge_base is None:
+        raise RetrievalError(f"no knowledge base {rag.knowledge_base}")
+    embedder = await _embedder(exchange, knowledge_base.embedder, knowledge_base.dimensions)
+    [vector] = await embedder.embed([question])
+    wanted = rag.top_k * _RERANK_CANDIDATES if rag.rerank_model else rag.top_k
+    found = await run_in_threadpool(store.search, account, rag.knowledge_base, vector, wanted)
+    if rag.rerank_model and found:
+        found = await _reranked(exchange, rag.rerank_model, question, found, rag.top_k)
+    return found[: rag.top_k]
+
+
+def _masked(exchange: Exchange, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The search results' texts masked like the request's own (their placeholders restored in
+    the answer like any other)."""
+    if exchange.policy.pii.mode != "mask" or not blocks:
+        return blocks
+    texts = {}
+    for index, block in enumerate(blocks):
+        texts[f"{index}.source"], texts[f"{index}.title"] = block["source"], block["title"]
+        texts[f"{index}.text"] = block["content"][0]["text"]
+    services = exchange.services
+    masked = mask_texts(texts, exchange.policy, exchange.placeholder_key, services.judged, exchange.guarded)
+    return [
+        {
+            **block,
+            "source": masked[f"{index}.source"],
+            "title": masked[f"{index}.title"],
+            "content": [{"type": "text", "text": masked[f"{index}.text"]}],
+        }
+        for index, block in enumerate(blocks)
+    ]
+
+
+async def retrieve(exchange: Exchange) -> bool:
+    """Whether anything was put into the request (`exchange.data`)."""
+    from ...core.retrieval import search_result_blocks
+
+    rag = exchange.policy.rag
+    if not rag.active:
+        return False
+    question = exchange.endpoint.question(exchange.data)
+    if question is None:
+        add_response_headers(exchange.request, {"parley-rag": "none"})
+        return False
+    try:
+        found = await _found(exchange, rag, question)
+    except Exception as error:
+        reason = str(error) if isinstance(error, RetrievalError) else type(error).__name__
+        logger.warning("retrieval from %s failed: %s", log_text(rag.knowledge_base), log_text(reason))
+        add_response_headers(exchange.request, {"parley-rag": "error"})
+        if rag.on_error == "fail":
+            raise ApiError(f"Retrieval from the knowledge base {rag.knowledge_base} failed ({reason}).") from None
+        return False
+    blocks = _masked(exchange, search_result_blocks(found))
+    add_response_headers(exchange.request, {"parley-rag": f"chunks={len(blocks)}"})
+    if not blocks:
+        return False
+    exchange.data = exchange.endpoint.with_found(exchange.data, blocks)
+    outcome = exchange.outcome
+    if outcome is not None:
+        outcome.retrieved_tokens = sum(estimate_text_tokens(block["content"][0]["text"]) for block in blocks)
+    return True
