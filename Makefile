@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SAM_VENV := .venv-sam
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PIP="$(CURDIR)/$(BIN)/python -m pip" $(SAM_VENV)/bin/sam
 
-.PHONY: dev test test-real real-servers soak format install check-stack clean bench bench-peer bench-guardrails
+.PHONY: dev test test-real real-servers soak format install check-stack clean bench bench-peer bench-guardrails bench-cache bench-rag
 
 ## make dev: Parley on http://127.0.0.1:8080 with an embedded DynamoDB (DynamoDB Local; prints a dev key)
 dev: $(STAMP) node_modules/.package-lock.json
@@ -77,6 +77,16 @@ $(BENCH_STAMP): $(STAMP)
 ## (in process; docs/guardrails.md)
 bench-guardrails: $(STAMP)
 	$(BIN)/python -m bench.guardrails $(BENCH_ARGS)
+
+## make bench-cache: the response cache over loopback HTTP (Parley, DynamoDB Local, an instant fake worker):
+## a buffered miss and hit, a streamed hit's first event and end, against no cache (docs/cache.md)
+bench-cache: $(STAMP) node_modules/.package-lock.json
+	$(BIN)/python -m bench.cache $(BENCH_ARGS)
+
+## make bench-rag: knowledge bases: LanceDB's import, search at 10k and 100k chunks (with and
+## without an ANN index), the store's search and a request's retrieval at 10k (docs/rag.md)
+bench-rag: $(STAMP)
+	$(BIN)/python -m bench.rag $(BENCH_ARGS)
 
 ## make bench-peer: make bench, plus LiteLLM's proxy (installed in .venv-peer) measured on the same worker
 PEER_VENV := .venv-peer

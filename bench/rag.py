@@ -200,7 +200,35 @@ def store_figures(folder: Path, queries: int) -> dict[str, float]:
     cold += f"store.search('bench', 'docs', [0.0625] * {DIMENSIONS}, {TOP_K}); "
     cold += "print(json.dumps({'ms': (time.perf_counter() - t) * 1000}))"
     figures["store_cold_first_search_10k_ms"] = _fresh(cold, runs=3)["ms"]
+    figures.update(retrieval_figures(store, queries))
     return figures
+
+
+def retrieval_figures(store: Any, queries: int) -> dict[str, float]:
+    """What the retrieve stage does per request at 10k chunks: the question embedded by the
+    built-in embedder (in a thread, as the stage does), then searched (the stored vectors are not
+    WordLlama's, so only the time counts)."""
+    import asyncio
+
+    from parley.io.embeddings import builtin_embedder
+
+    embedder = builtin_embedder()
+    loop = asyncio.new_event_loop()
+    questions = [f"How many days of paid leave do staff get in year {number}?" for number in range(queries)]
+    loop.run_until_complete(embedder.embed(questions[:1]))  # loaded before timing
+
+    def embedded(question: str) -> Any:
+        return loop.run_until_complete(embedder.embed([question]))[0]
+
+    try:
+        return {
+            "builtin_embed_question_ms": _median_ms(embedded, questions),
+            "retrieval_10k_builtin_embedder_ms": _median_ms(
+                lambda question: store.search("bench", "docs", embedded(question), TOP_K), questions
+            ),
+        }
+    finally:
+        loop.close()
 
 
 def _installed_mb(requirements: list[str]) -> float:

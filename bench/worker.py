@@ -90,7 +90,8 @@ class _Protocol(asyncio.Protocol):
                 return
             head = bytes(self.buffer[:head_end]).lower()
             start = head.find(b"content-length:")
-            length = int(head[start + 15 : head.find(b"\r\n", start)]) if start >= 0 else 0
+            end = head.find(b"\r\n", start)
+            length = int(head[start + 15 : end if end >= 0 else len(head)]) if start >= 0 else 0
             if len(self.buffer) < head_end + 4 + length:
                 return
             del self.buffer[: head_end + 4 + length]
