@@ -160,15 +160,22 @@ def _policy(args: argparse.Namespace) -> int:
 def _knowledge(args: argparse.Namespace) -> int:
     import asyncio
 
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from .core.knowledge_files import KnowledgeFileError
-    from .io.knowledge_bases import KnowledgeBaseError, KnowledgeBaseStore
+    from .io.knowledge_bases import KnowledgeBaseError, knowledge_base_store
     from .io.worker import WorkerFailure
 
-    store = KnowledgeBaseStore(Settings.from_environment().knowledge_bases_uri)
+    store = knowledge_base_store(Settings.from_environment().knowledge_bases_uri)
     try:
         return asyncio.run(_knowledge_command(args, store))
-    except (KnowledgeBaseError, KnowledgeFileError, OSError) as error:
+    except (KnowledgeBaseError, KnowledgeFileError, OSError, BotoCoreError, ClientError) as error:
         print(f"parley kb {args.kb_command}: {error}", file=sys.stderr)
+    except ImportError as error:  # the local extra (LanceDB, WordLlama) not installed here
+        print(
+            f"parley kb {args.kb_command}: {error.name or error} is not installed (pip install 'parley[local]')",
+            file=sys.stderr,
+        )
     except WorkerFailure as failure:
         print(f"parley kb {args.kb_command}: the embedding worker failed: {failure.error.message}", file=sys.stderr)
     return 1
@@ -203,7 +210,7 @@ async def _knowledge_command(args: argparse.Namespace, store: Any) -> int:
         if command == "create":
             named = f"route:{args.embedding_model}" if args.embedding_model else BUILTIN_EMBEDDER
             chosen = embedder(named)
-            dimensions = chosen.dimensions or len((await chosen.embed(["how many dimensions"]))[0])
+            dimensions = len((await chosen.embed(["how many dimensions"]))[0])  # the embedder works
             made = store.create(account, args.name, named, dimensions)
             print(
                 f"created knowledge base {made.name} of account {made.account}"

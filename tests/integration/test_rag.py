@@ -241,3 +241,28 @@ def test_re_adding_a_changed_file_replaces_its_chunks(team, worker, tmp_path):
     team.client.messages.create(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": QUESTION}])
     sent = _last_user_text(worker)
     assert "Lady Feathers" in sent and "Sir Squawk" not in sent and sent.count("<search_result ") == 1
+
+
+def test_passages_the_policy_would_refuse_are_left_out(team, worker, parley, monkeypatch, tmp_path):
+    """Under `pii: block` a passage holding personal data, and under a deny rule a passage holding
+    the phrase, never reach the worker; the question is still answered with the rest."""
+    monkeypatch.setenv("PARLEY_PII_KEY", secrets.token_hex(32))
+    keeper = tmp_path / "keeper.md"
+    keeper.write_text("# Parrot keeper\n\nThe office parrot's keeper is reached at keeper.jones@example.org.\n")
+    codename = tmp_path / "codename.md"
+    codename.write_text("# Codename\n\nThe office parrot project is called project bluebird internally.\n")
+    team.build()
+    team.kb("add", "handbook", str(keeper), str(codename))
+    deny = {"deny": [{"name": "codenames", "phrases": ["project bluebird"]}]}
+    parley.services.policies.put(
+        team.account, {"pii": {"mode": "block"}, "content": deny, "rag": {"knowledge_base": "handbook", "top_k": 5}}
+    )
+    worker.enqueue(Answer(text="Captain Widget"))
+    raw = team.client.messages.with_raw_response.create(
+        model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "Who is the office parrot's keeper?"}]
+    )
+    assert raw.parse().content[0].text == "Captain Widget"
+    sent = _last_user_text(worker)
+    assert "keeper.jones@example.org" not in sent and "bluebird" not in sent
+    assert ANSWER_ONLY_IN_THE_FILES in sent, "the other passages still go"
+    assert raw.headers["parley-rag"] == f"chunks={sent.count('<search_result ')}"

@@ -8,6 +8,7 @@ Each test gets an account and key of its own under its cache policy, so entries 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -370,3 +371,68 @@ def test_a_duplicate_calls_the_worker_itself_when_the_first_fails(cached, worker
     assert failed.status_code >= 500
     assert answered.status_code == 200 and answered.json()["content"][0]["text"] == "second try"
     assert len(_calls(worker)) == 2
+
+
+def test_personal_data_restored_from_a_pdf_is_never_kept(cached, worker, monkeypatch):
+    """The PDF's text is masked after the lookup (it is read only on a miss), so whether values
+    were restored is known only once the answer is made: it is checked again before keeping."""
+    from .test_documents import crafted_pdf, with_pdf
+
+    monkeypatch.setenv("PARLEY_PII_KEY", secrets.token_hex(32))
+    user = cached({**CACHE_ALL, "pii": {"mode": "mask"}})
+    body = with_pdf(crafted_pdf(1, show=b"Contact jane.doe@example.org"), max_tokens=64)
+    worker.enqueue(Answer(text="noted"), Answer(text="noted again"))
+    first = user.post(body)
+    assert first.status_code == 200 and first.headers["parley-cache"] == "miss"
+    placeholder = re.search(r"<EMAIL_[0-9a-f]{10}>", json.dumps(_calls(worker)[-1]["body"]))
+    assert placeholder is not None, "the PDF's address must reach the worker masked"
+    again = user.post(body)
+    assert again.headers["parley-cache"] == "miss" and again.json()["content"][0]["text"] == "noted again"
+
+
+def test_a_body_nested_deeper_than_the_key_goes_is_answered_uncached(cached, worker):
+    user = cached()
+    deep: Any = "bottom"
+    for _ in range(300):
+        deep = [deep]
+    worker.enqueue(Answer(text="deep"))
+    response = user.post(_body(x_future_field=deep))
+    assert response.status_code == 200 and response.headers["parley-cache"] == "bypass"
+
+
+def test_a_route_pointed_at_another_model_is_a_miss(cached, worker, parley):
+    model = f"moved-{secrets.token_hex(3)}"
+
+    def route(worker_model: str) -> Route:
+        return Route(model=model, workers=(Worker(base_url=worker.base_url, model=worker_model),), timeouts=SAFETY_NET)
+
+    user = cached()
+    parley.services.routes.put(route("model-a"))
+    worker.enqueue(Answer(text="from a"), Answer(text="from b"))
+    assert user.post(_body(model=model)).json()["content"][0]["text"] == "from a"
+    assert user.post(_body(model=model)).headers["parley-cache"] == "hit"
+    parley.services.routes.put(route("model-b"))
+    moved = user.post(_body(model=model))
+    assert moved.headers["parley-cache"] == "miss" and moved.json()["content"][0]["text"] == "from b"
+
+
+def test_many_duplicates_of_an_answer_not_kept_all_go_at_once(cached, worker, parley):
+    """The first is refused (never kept): the waiting duplicates are told, and call the worker
+    together instead of taking the lease one after another."""
+    user = cached({**CACHE_ALL, "content": {"deny": [{"name": "secret", "phrases": ["launch code"]}]}})
+    release = threading.Event()
+    worker.enqueue(Gate(Answer(text="the launch code is 1234"), release))
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(user.post, _body())
+        assert worker.wait_for_requests(1, timeout=20)
+        rest = [pool.submit(user.post, _body()) for _ in range(3)]
+        _wait_for(lambda: parley.services.flights.waiting == 3, "three duplicates waiting")
+        gates = [threading.Event() for _ in range(3)]
+        worker.enqueue(*(Gate(Answer(text="fine"), gate) for gate in gates))
+        release.set()
+        assert worker.wait_for_requests(4, timeout=20), "the duplicates must call the worker together"
+        for gate in gates:
+            gate.set()
+        answers = [first.result(30), *(future.result(30) for future in rest)]
+    assert answers[0].json()["stop_reason"] == "refusal"
+    assert [answer.json()["content"][0]["text"] for answer in answers[1:]] == ["fine"] * 3

@@ -75,6 +75,7 @@ def test_the_module_exports() -> None:
         "DenyRule",
         "PiiPolicy",
         "CachePolicy",
+        "KNOWLEDGE_BASE_NAME",
         "RagPolicy",
         "Policy",
         "NO_POLICY",

@@ -20,6 +20,7 @@ field, so that `parse_policy(policy_document(p), p.version) == p`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -27,6 +28,7 @@ from .errors import InvalidRequestError
 
 __all__ = [
     "CachePolicy",
+    "KNOWLEDGE_BASE_NAME",
     "RagPolicy",
     "PII_ENTITIES",
     "NEVER_RESTORED",
@@ -52,6 +54,9 @@ InjectionMode = Literal["off", "flag", "block"]
 Scan = Literal["latest", "all"]
 CacheMode = Literal["off", "deterministic", "all"]
 RagOnError = Literal["answer", "fail"]
+
+KNOWLEDGE_BASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""What a knowledge base may be called (io/knowledge_bases.py checks the same)."""
 
 MAX_CACHE_TTL_SECONDS = 30 * 86_400
 MAX_RAG_TOP_K = 20
@@ -316,11 +321,18 @@ def _rag(value: Any) -> RagPolicy:
     if "knowledge_base" not in fields:
         raise PolicyError("rag.knowledge_base: required")
     return RagPolicy(
-        knowledge_base=_name_or_none(fields["knowledge_base"], "rag.knowledge_base"),
+        knowledge_base=_knowledge_base(fields["knowledge_base"]),
         top_k=_integer(fields.get("top_k", default.top_k), "rag.top_k", 1, MAX_RAG_TOP_K),
         rerank_model=_name_or_none(fields.get("rerank_model", ""), "rag.rerank_model"),
         on_error=_choice(fields.get("on_error", default.on_error), "rag.on_error", RagOnError),
     )
+
+
+def _knowledge_base(value: Any) -> str:
+    name = _name_or_none(value, "rag.knowledge_base")
+    if name and not KNOWLEDGE_BASE_NAME.fullmatch(name):
+        raise PolicyError(f"rag.knowledge_base: must match {KNOWLEDGE_BASE_NAME.pattern}")
+    return name
 
 
 def _name_or_none(value: Any, path: str) -> str:

@@ -2,16 +2,18 @@
 key an answer is kept under, the stream a kept answer is replayed as, and the message a streamed
 answer is kept as.
 
-The key is a SHA-256 over the account, the route, the policy version, the translator version, the
-request's beta features and the canonical request: every field of the body but `model` (the route
-stands for it), `stream` and `metadata`, with `cache_control` markers and Claude Code's rotating
-billing line left out, and a string content written as the text block it stands for. So one
-entry serves a buffered and a streamed request, and any other change (a sampling parameter, a
-tool, a stop sequence, the output format) is another key.
+The key is a SHA-256 over the account, the route (its workers' models and options), the policy
+version, the translator version, the request's beta features and the canonical request: every
+field of the body but `model` (the route stands for it), `stream` and `metadata`, with
+`cache_control` markers and Claude Code's rotating billing line left out, and a string content
+written as the text block it stands for. So one entry serves a buffered and a streamed request,
+and any other change (a sampling parameter, a tool, a stop sequence, the output format) is
+another key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any, Iterator
 
@@ -27,6 +29,7 @@ __all__ = [
     "cache_key",
     "cacheable",
     "replay_events",
+    "route_fingerprint",
     "storable",
 ]
 
@@ -58,14 +61,16 @@ def _as_blocks(content: Any) -> Any:
     return [{"type": "text", "text": content}] if isinstance(content, str) else content
 
 
+def _is_billing_line(block: Any) -> bool:
+    """Claude Code's rotating billing line, alone in its block (one with more in it stays)."""
+    text = block.get("text") if isinstance(block, dict) else None
+    return isinstance(text, str) and text.startswith(BILLING_HEADER_PREFIX) and "\n" not in text.strip()
+
+
 def _canonical_system(system: Any) -> Any:
     system = _as_blocks(system)
     if isinstance(system, list):
-        return [
-            _without_cache_control(block)
-            for block in system
-            if not (isinstance(block, dict) and str(block.get("text", "")).startswith(BILLING_HEADER_PREFIX))
-        ]
+        return [_without_cache_control(block) for block in system if not _is_billing_line(block)]
     return system
 
 
@@ -88,8 +93,21 @@ def _canonical_request(data: dict[str, Any]) -> dict[str, Any]:
     return canonical
 
 
+def route_fingerprint(route: Any) -> str:
+    """The route as far as it shapes answers: its name and each worker's address, model and
+    options (its key reference and weight left out), so a route pointed at another model, or
+    with another output limit, is a miss."""
+    workers = [
+        {name: value for name, value in dataclasses.asdict(worker).items() if name not in ("api_key_ref", "weight")}
+        for worker in route.workers
+    ]
+    return orjson.dumps([route.model, workers], option=orjson.OPT_SORT_KEYS).decode()
+
+
 def cache_key(account: str, route: str, policy_version: str, betas: str | None, data: dict[str, Any]) -> str:
-    """The key the answer to `data` (a Messages body, as it goes to the route) is kept under."""
+    """The key the answer to `data` (a Messages body, as it goes to the route) is kept under;
+    `route` is the route's fingerprint (`route_fingerprint`). TypeError for a body nested deeper
+    than orjson writes (255 levels)."""
     features = sorted({beta.strip() for beta in (betas or "").split(",") if beta.strip()})
     identity = [_KEY_FORMAT, TRANSLATOR_VERSION, account, route, policy_version, features, _canonical_request(data)]
     return hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()

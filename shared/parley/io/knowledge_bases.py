@@ -1,14 +1,24 @@
 """Knowledge bases: an account's texts in chunks, each with its vector, searched by similarity.
 
-On LanceDB, embedded: in a folder, on S3 (`s3://bucket/prefix`), or on S3 with more than one
-writer (`s3+ddb://bucket/prefix?ddbTableName=T`, commits through a DynamoDB table keyed by
-`base_uri` (S) and `version` (N)). LanceDB is imported on first use, not with this module: a
+Two engines serve the one interface, chosen by `knowledge_base_store(uri)`:
+
+    s3vectors://<vector bucket>      Amazon S3 Vectors through boto3 (s3_vectors.py): in AWS Lambda
+    anything else                    LanceDB, embedded (`KnowledgeBaseStore`, below): the local stack,
+                                     the CLI, any host where the package fits
+
+LanceDB cannot be in the Lambda layer: with pyarrow it is 365 MB for arm64 and Python 3.13,
+against Lambda's 250 MB for a function and its layers; S3 Vectors needs nothing beyond boto3.
+
+On LanceDB: in a folder, on S3 (`s3://bucket/prefix`), or on S3 with more than one writer
+(`s3+ddb://bucket/prefix?ddbTableName=T`, commits through a DynamoDB table keyed by `base_uri` (S)
+and `version` (N)). LanceDB is imported on first use, not with this module (nor is boto3): a
 request that retrieves nothing never loads it.
 
 A knowledge base is one table, whose schema metadata holds its record (`KnowledgeBase`): it is
 made and removed in one commit, and there is no catalog to keep in step. The table is named from
 hashes of the account and of the account and name (`kb-<16 hex>-<24 hex>`), so no name reaches a
 path and no account can name another's table; the record's account and name are checked too.
+(On S3 Vectors the same name is an index's, and a record vector in it holds the record.)
 
     KnowledgeBaseError                  bad names, dimensions, vectors or chunks
     ├── KnowledgeBaseExistsError        create: the account has one of that name already
@@ -20,12 +30,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import re
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from ..core.policy import KNOWLEDGE_BASE_NAME
+
+if TYPE_CHECKING:
+    from .s3_vectors import S3VectorsKnowledgeBaseStore
 
 __all__ = [
     "MAX_DIMENSIONS",
@@ -37,14 +54,15 @@ __all__ = [
     "KnowledgeBaseExistsError",
     "KnowledgeBaseNotFoundError",
     "KnowledgeBaseStore",
+    "knowledge_base_store",
 ]
 
 MAX_DIMENSIONS = 4096
 MAX_TOP_K = 100
 MAX_SOURCE_LENGTH = 1024
 MAX_EMBEDDER_LENGTH = 256
-_ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_ACCOUNT_LENGTH = 256
+_NAME = KNOWLEDGE_BASE_NAME
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _RECORD_KEY = b"parley.knowledge_base"
 _FIELDS = ("source", "position", "start", "end", "title", "text")
@@ -111,6 +129,9 @@ def _engine() -> SimpleNamespace:
     return SimpleNamespace(lancedb=lancedb, np=numpy, pa=pyarrow)
 
 
+# What both engines check, name and write alike (s3_vectors.py imports these): pure, no engine.
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -123,13 +144,23 @@ def _table_name(account: str, name: str) -> str:
     return _account_prefix(account) + _digest(f"{account}/{name}")[:24]  # "/" is in neither name
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+def _chunk_key_prefix(source: str) -> str:
+    """A source's chunks are keyed `<this><index>`, index 0 to n-1 in the order given."""
+    return _digest(source)[:32] + ":"
+
+
+def _missing(account: str, name: str) -> KnowledgeBaseNotFoundError:
+    return KnowledgeBaseNotFoundError(f"account {account} has no knowledge base {name}")
+
+
+def _taken(account: str, name: str) -> KnowledgeBaseExistsError:
+    return KnowledgeBaseExistsError(f"account {account} has a knowledge base {name} already")
 
 
 def _check_account(account: str) -> None:
-    if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
-        raise KnowledgeBaseError(f"account must match {_ACCOUNT.pattern}, not {account!r}")
+    """Any account Parley has (it only ever reaches a table name hashed)."""
+    if not isinstance(account, str) or not 0 < len(account) <= MAX_ACCOUNT_LENGTH or _CONTROL.search(account):
+        raise KnowledgeBaseError(f"an account is 1 to {MAX_ACCOUNT_LENGTH} characters, no control characters")
 
 
 def _check_names(account: str, name: str) -> None:
@@ -143,22 +174,91 @@ def _check_source(source: str) -> None:
         raise KnowledgeBaseError(f"a source is 1 to {MAX_SOURCE_LENGTH} characters, none of them control characters")
 
 
-def _vectors(vectors: Sequence[Sequence[float]], dimensions: int) -> Any:
-    """The vectors as one float32 matrix, each of `dimensions` finite values, none all zeros
-    (cosine distance has no meaning for it)."""
-    np = _engine().np
+def _check_top_k(top_k: int) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 < top_k <= MAX_TOP_K:
+        raise KnowledgeBaseError(f"top_k must be an integer from 1 to {MAX_TOP_K}")
+
+
+def _new_knowledge_base(account: str, name: str, embedder: str, dimensions: int) -> KnowledgeBase:
+    """The record of a knowledge base about to be made, its arguments checked."""
+    _check_names(account, name)
+    if not isinstance(embedder, str) or not 0 < len(embedder) <= MAX_EMBEDDER_LENGTH or _CONTROL.search(embedder):
+        raise KnowledgeBaseError(f"an embedder is 1 to {MAX_EMBEDDER_LENGTH} characters, no control characters")
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 0 < dimensions <= MAX_DIMENSIONS:
+        raise KnowledgeBaseError(f"dimensions must be an integer from 1 to {MAX_DIMENSIONS}")
+    created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return KnowledgeBase(account, name, embedder, dimensions, created_at)
+
+
+def _record_text(kb: KnowledgeBase) -> str:
+    return json.dumps(asdict(kb))
+
+
+def _record_from_text(text: str) -> KnowledgeBase:
+    return KnowledgeBase(**json.loads(text))
+
+
+def _check_chunk(chunk: ChunkLike) -> None:
+    offsets = (chunk.position, chunk.start, chunk.end)
+    if not all(isinstance(value, int) and not isinstance(value, bool) and value >= 0 for value in offsets):
+        raise KnowledgeBaseError(f"a chunk's position, start and end are integers from 0, not {offsets}")
+    if chunk.start > chunk.end:
+        raise KnowledgeBaseError(f"a chunk starts at or before its end, not at {chunk.start} after {chunk.end}")
+    if not isinstance(chunk.title, str) or not isinstance(chunk.text, str):
+        raise KnowledgeBaseError("a chunk's title and text are strings")
+
+
+def _check_replacement(
+    account: str, name: str, source: str, chunks: Sequence[ChunkLike], vectors: Sequence[Sequence[float]]
+) -> None:
+    """replace_source's arguments, all but the vectors (whose dimensions are the record's)."""
+    _check_names(account, name)
+    _check_source(source)
+    if len(chunks) != len(vectors):
+        raise KnowledgeBaseError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+    if any(getattr(chunk, "source", None) != source for chunk in chunks):
+        raise KnowledgeBaseError(f"every chunk must come from source {source!r}")
+    for chunk in chunks:
+        _check_chunk(chunk)
+
+
+def _float32_vectors(vectors: Sequence[Sequence[float]], dimensions: int) -> list[array[float]]:
+    """The vectors as float32 rows, each of `dimensions` finite values, none all zeros (cosine
+    distance has no meaning for it). Beyond float32's range becomes infinity, refused here."""
     try:
-        with np.errstate(over="ignore"):  # beyond float32 becomes infinity, refused below
-            matrix = np.asarray(vectors, dtype=np.float32)
+        rows = [array("f", _not_text(vector)) for vector in vectors]
     except (TypeError, ValueError) as error:
         raise KnowledgeBaseError(f"vectors must be lists of {dimensions} numbers") from error
-    if matrix.ndim != 2 or matrix.shape[1] != dimensions:
-        raise KnowledgeBaseError(f"vectors must have {dimensions} dimensions, not shape {matrix.shape}")
-    if not np.isfinite(matrix).all():
-        raise KnowledgeBaseError("vectors must be finite (no NaN or infinity, nor beyond float32)")
-    if not np.any(matrix, axis=1).all():
-        raise KnowledgeBaseError("a vector of zeros has no direction to compare")
-    return matrix
+    for row in rows:
+        if len(row) != dimensions:
+            raise KnowledgeBaseError(f"vectors must have {dimensions} dimensions, not {len(row)}")
+        # finite float32 values sum to a finite double (4096 * 3.4e38 is far below 1.8e308): a sum
+        # in C instead of a test of each value
+        if not math.isfinite(sum(row)):
+            raise KnowledgeBaseError("vectors must be finite (no NaN or infinity, nor beyond float32)")
+        if not any(row):
+            raise KnowledgeBaseError("a vector of zeros has no direction to compare")
+    return rows
+
+
+def _not_text(vector: Sequence[float]) -> Sequence[float]:
+    if isinstance(vector, (str, bytes, bytearray)):  # array() would take bytes as raw floats
+        raise TypeError("a vector is a sequence of numbers")
+    return vector
+
+
+# LanceDB's own.
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _vectors(vectors: Sequence[Sequence[float]], dimensions: int) -> Any:
+    """The vectors as one float32 matrix (checked by `_float32_vectors`)."""
+    rows = _float32_vectors(vectors, dimensions)
+    np = _engine().np
+    return np.frombuffer(b"".join(rows), dtype=np.float32).reshape(len(rows), dimensions)
 
 
 def _schema(kb: KnowledgeBase) -> Any:
@@ -175,29 +275,19 @@ def _schema(kb: KnowledgeBase) -> Any:
     ]
     return pa.schema(
         [pa.field(name, kind, nullable=False) for name, kind in columns],
-        metadata={_RECORD_KEY: json.dumps(asdict(kb))},
+        metadata={_RECORD_KEY: _record_text(kb)},
     )
 
 
 def _record(schema: Any) -> KnowledgeBase | None:
     raw = (schema.metadata or {}).get(_RECORD_KEY)
-    return KnowledgeBase(**json.loads(raw)) if raw is not None else None
-
-
-def _check_chunk(chunk: ChunkLike) -> None:
-    offsets = (chunk.position, chunk.start, chunk.end)
-    if not all(isinstance(value, int) and not isinstance(value, bool) and value >= 0 for value in offsets):
-        raise KnowledgeBaseError(f"a chunk's position, start and end are integers from 0, not {offsets}")
-    if chunk.start > chunk.end:
-        raise KnowledgeBaseError(f"a chunk starts at or before its end, not at {chunk.start} after {chunk.end}")
-    if not isinstance(chunk.title, str) or not isinstance(chunk.text, str):
-        raise KnowledgeBaseError("a chunk's title and text are strings")
+    return _record_from_text(raw) if raw is not None else None
 
 
 def _rows(kb: KnowledgeBase, source: str, chunks: Sequence[ChunkLike], matrix: Any) -> Any:
     pa = _engine().pa
-    digest = _digest(source)[:32]
-    columns: dict[str, Any] = {"key": [f"{digest}:{index}" for index in range(len(chunks))]}
+    prefix = _chunk_key_prefix(source)
+    columns: dict[str, Any] = {"key": [f"{prefix}{index}" for index in range(len(chunks))]}
     for field in _FIELDS:
         columns[field] = [getattr(chunk, field) for chunk in chunks]
     columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), kb.dimensions)
@@ -235,18 +325,12 @@ class KnowledgeBaseStore:
         self._tables: dict[str, Any] = {}
 
     def create(self, account: str, name: str, embedder: str, dimensions: int) -> KnowledgeBase:
-        _check_names(account, name)
-        if not isinstance(embedder, str) or not 0 < len(embedder) <= MAX_EMBEDDER_LENGTH or _CONTROL.search(embedder):
-            raise KnowledgeBaseError(f"an embedder is 1 to {MAX_EMBEDDER_LENGTH} characters, no control characters")
-        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 0 < dimensions <= MAX_DIMENSIONS:
-            raise KnowledgeBaseError(f"dimensions must be an integer from 1 to {MAX_DIMENSIONS}")
-        created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        kb = KnowledgeBase(account, name, embedder, dimensions, created_at)
+        kb = _new_knowledge_base(account, name, embedder, dimensions)
         table, db = _table_name(account, name), self._db()
         try:
             self._tables[table] = db.create_table(table, schema=_schema(kb))
         except ValueError as error:  # LanceDB's "Table '…' already exists"
-            raise KnowledgeBaseExistsError(f"account {account} has a knowledge base {name} already") from error
+            raise _taken(account, name) from error
         return kb
 
     def get(self, account: str, name: str) -> KnowledgeBase | None:
@@ -286,14 +370,7 @@ class KnowledgeBaseStore:
         vectors: Sequence[Sequence[float]],
     ) -> int:
         """The source's chunks become these, in one commit: a search sees the old ones or the new."""
-        _check_names(account, name)
-        _check_source(source)
-        if len(chunks) != len(vectors):
-            raise KnowledgeBaseError(f"{len(chunks)} chunks but {len(vectors)} vectors")
-        if any(getattr(chunk, "source", None) != source for chunk in chunks):
-            raise KnowledgeBaseError(f"every chunk must come from source {source!r}")
-        for chunk in chunks:
-            _check_chunk(chunk)
+        _check_replacement(account, name, source, chunks, vectors)
 
         def replace(handle: Any, kb: KnowledgeBase) -> int:
             if not chunks:
@@ -336,8 +413,7 @@ class KnowledgeBaseStore:
     def search(self, account: str, name: str, vector: Sequence[float], top_k: int) -> list[FoundChunk]:
         """The `top_k` chunks closest to `vector` (cosine), closest first."""
         _check_names(account, name)
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 < top_k <= MAX_TOP_K:
-            raise KnowledgeBaseError(f"top_k must be an integer from 1 to {MAX_TOP_K}")
+        _check_top_k(top_k)
 
         def nearest(handle: Any, kb: KnowledgeBase) -> list[FoundChunk]:
             query = handle.search(_vectors([vector], kb.dimensions)[0], vector_column_name="vector")
@@ -378,7 +454,7 @@ class KnowledgeBaseStore:
         def run() -> T:
             kb = self._record_at(table)
             if kb is None or (kb.account, kb.name) != (account, name):
-                raise KnowledgeBaseNotFoundError(f"account {account} has no knowledge base {name}")
+                raise _missing(account, name)
             return operation(self._tables[table], kb)
 
         return self._reopening_if_stale(table, run)
@@ -404,3 +480,14 @@ class KnowledgeBaseStore:
             token = page.page_token
             if not token:
                 return names
+
+
+def knowledge_base_store(uri: str) -> KnowledgeBaseStore | S3VectorsKnowledgeBaseStore:
+    """The store at `uri`: `s3vectors://<vector bucket>` on Amazon S3 Vectors (its module, and
+    boto3, imported only then), anything else on LanceDB (`KnowledgeBaseStore`)."""
+    scheme, separator, bucket = uri.partition("://")
+    if separator and scheme == "s3vectors":
+        from .s3_vectors import S3VectorsKnowledgeBaseStore
+
+        return S3VectorsKnowledgeBaseStore(bucket.removesuffix("/"))
+    return KnowledgeBaseStore(uri)

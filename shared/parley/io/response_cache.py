@@ -97,27 +97,29 @@ class Flights:
     """This instance's requests calling a worker for a key, for their duplicates to wait on."""
 
     def __init__(self) -> None:
-        self._leaders: dict[str, asyncio.Future[None]] = {}
+        self._leaders: dict[str, asyncio.Future[bool]] = {}
         self.waiting = 0  # duplicates waiting now, here (telemetry, tests)
 
-    def leader(self, key: str) -> asyncio.Future[None] | None:
+    def leader(self, key: str) -> asyncio.Future[bool] | None:
         return self._leaders.get(key)
 
     def lead(self, key: str) -> None:
         self._leaders[key] = asyncio.get_running_loop().create_future()
 
-    def land(self, key: str) -> None:
+    def land(self, key: str, kept: bool) -> None:
         leader = self._leaders.pop(key, None)
         if leader is not None and not leader.done():
-            leader.set_result(None)
+            leader.set_result(kept)
 
-    async def wait(self, waited: asyncio.Future[None] | None, seconds: float) -> None:
-        """Until `waited` lands (or, with none, for `seconds`), at most `seconds`."""
+    async def wait(self, waited: asyncio.Future[bool] | None, seconds: float) -> bool | None:
+        """Until `waited` lands (or, with none, for `seconds`), at most `seconds`: whether the
+        leader kept its answer (None: not known yet)."""
         self.waiting += 1
         try:
             if waited is None:
                 await asyncio.sleep(seconds)
-            else:
-                await asyncio.wait((waited,), timeout=seconds)
+                return None
+            await asyncio.wait((waited,), timeout=seconds)
+            return waited.result() if waited.done() else None
         finally:
             self.waiting -= 1

@@ -12,7 +12,7 @@ from ..io.chat_templates import ChatTemplates
 from ..io.egress import public_only_connector
 from ..io.failover import FailoverPolicy, WorkerHealth
 from ..io.keys import KeyStore
-from ..io.knowledge_bases import KnowledgeBaseStore
+from ..io.knowledge_bases import knowledge_base_store
 from ..io.limits import RateLimiter
 from ..io.placeholder_keys import PlaceholderKeys
 from ..io.policies import PolicyStore
@@ -50,7 +50,7 @@ class Services:
     judged: JudgedBlocks  # what texts seen under a policy held, so a resent history is not scanned again
     response_cache: ResponseCacheTable
     flights: Flights  # this instance's requests calling a worker for a cache key
-    knowledge_bases: KnowledgeBaseStore  # opened on first use (docs/rag.md)
+    knowledge_bases: Any  # KnowledgeBaseStore (LanceDB) or S3 Vectors', opened on first use (docs/rag.md)
 
     @classmethod
     def build(cls, settings: Settings, dynamodb: Any, telemetry: Telemetry | None = None) -> "Services":
@@ -90,7 +90,7 @@ class Services:
             judged=JudgedBlocks(),
             response_cache=ResponseCacheTable(dynamodb, settings.response_cache_table),
             flights=Flights(),
-            knowledge_bases=KnowledgeBaseStore(settings.knowledge_bases_uri),
+            knowledge_bases=knowledge_base_store(settings.knowledge_bases_uri),
         )
 
     def metered(self, timeout: float = 30.0) -> bool:

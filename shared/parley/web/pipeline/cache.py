@@ -9,6 +9,7 @@ that fails is a miss, a write that fails is logged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from contextlib import aclosing
@@ -19,7 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from ...core.ids import new_message_id
-from ...core.response_cache import AnswerRecorder, cache_key, cacheable, replay_events, storable
+from ...core.response_cache import (
+    AnswerRecorder,
+    cache_key,
+    cacheable,
+    replay_events,
+    route_fingerprint,
+    storable,
+)
 from ...core.sse import encode_events
 from ...io.background import in_background
 from ...io.response_cache import CachedAnswer
@@ -49,33 +57,47 @@ class CacheTicket:
     keep: bool  # false under `cache-control: no-store`
     holder: str | None = None  # the table lease's token, when this request leads
     leading: bool = False
+    kept: bool = False
     done: bool = False
 
     async def keep_answer(self, message: dict[str, Any] | None) -> None:
-        """`message` kept, when it is a complete, successful answer (`storable`)."""
-        if not (self.keep and storable(message)):
+        """`message` kept, when it is a complete, successful answer (`storable`) with no personal
+        data restored into it (the restore map is complete once the answer is made: a PDF's
+        values are masked after the lookup)."""
+        if not (self.keep and storable(message)) or self.exchange.guarded.restore_map:
             return
         services = self.exchange.services
         ttl = self.exchange.policy.cache.ttl_seconds
         try:
-            kept = await run_in_threadpool(
+            self.kept = await run_in_threadpool(
                 services.response_cache.put, self.key, message, self.exchange.key.account, ttl, time.time()
             )
         except Exception as error:
             logger.warning("response cache write failed (%s); the answer is not kept", type(error).__name__)
             return
-        if not kept:
+        if not self.kept:
             logger.info("answer not kept: over the response cache's size limit")
 
-    def release(self) -> None:
-        """Duplicates let go (at once here; other instances at their next poll)."""
+    async def release(self) -> None:
+        """Duplicates let go: here at once (told whether the answer was kept, so that they call
+        the worker at once when it was not), on other instances at their next poll."""
         if self.done:
             return
         self.done = True
         if self.leading:
-            self.exchange.services.flights.land(self.key)
+            self.exchange.services.flights.land(self.key, self.kept)
         if self.holder is not None:
-            in_background(run_in_threadpool(_released, self.exchange, self.key, self.holder))
+            await _to_the_end(run_in_threadpool(_released, self.exchange, self.key, self.holder))
+
+
+async def _to_the_end(work: Any) -> None:
+    """`work` awaited; if this request is cancelled (its client left), it still goes on."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        in_background(task)
+        raise
 
 
 def _released(exchange: Exchange, key: str, holder: str) -> None:
@@ -117,7 +139,11 @@ async def look_up_answer(exchange: Exchange, route: Route, data: dict[str, Any])
         return None
     services = exchange.services
     betas = exchange.request.headers.get("anthropic-beta")
-    key = cache_key(exchange.key.account, route.model, exchange.policy.version, betas, data)
+    try:
+        key = cache_key(exchange.key.account, route_fingerprint(route), exchange.policy.version, betas, data)
+    except TypeError:  # a body nested deeper than the key's JSON goes (orjson: 255 levels)
+        _verdict(exchange, "bypass")
+        return None
     ticket = CacheTicket(exchange, key, keep="no-store" not in directives)
     _verdict(exchange, "miss")
     if "no-cache" in directives:
@@ -135,7 +161,8 @@ async def look_up_answer(exchange: Exchange, route: Route, data: dict[str, Any])
             return ticket
         here = services.flights.leader(key)
         if here is not None:
-            await services.flights.wait(here, left)
+            if await services.flights.wait(here, left) is False:
+                return ticket  # the first answer was not kept: no use waiting in turn
             continue
         try:
             holder = await run_in_threadpool(services.response_cache.claim, key, time.time(), lease_seconds)
@@ -185,6 +212,19 @@ async def kept_stream(
         async with aclosing(chunks):
             async for chunk in chunks:
                 yield chunk
-        await ticket.keep_answer(recorder.message)
     finally:
-        ticket.release()
+        # Kept even when the client leaves after message_stop (while the worker's connection is
+        # drained): what it was sent was whole.
+        message = recorder.message
+        outcome = ticket.exchange.outcome
+        if message is not None and outcome is not None:  # the worker's own figures, as metered
+            message["usage"] = {
+                **message["usage"],
+                "input_tokens": outcome.input_tokens,
+                "output_tokens": outcome.output_tokens,
+                "cache_read_input_tokens": outcome.cache_read_input_tokens,
+            }
+        try:
+            await _to_the_end(ticket.keep_answer(message))
+        finally:
+            await ticket.release()

@@ -1,6 +1,7 @@
 """Stage `retrieve` (docs/rag.md): when the policy names a knowledge base, the request's question
 embedded, the nearest chunks found (reranked by a route's /v1/rerank if the policy says so),
-masked like the request, and put at the end of its last user message (core/retrieval.py).
+held to the request's policy (masked; one it would refuse left out), and put at the end of its
+last user message (core/retrieval.py).
 
 It runs after admission (nobody over a limit costs an embedding) and before the cache lookup
 (what was found is part of the key). A failure is reported in `parley-rag` and the request
@@ -14,9 +15,9 @@ from typing import Any, Sequence
 
 from starlette.concurrency import run_in_threadpool
 
-from ...core.errors import ApiError
+from ...core.errors import ApiError, InvalidRequestError
 from ...core.policy import RagPolicy
-from ...core.request_guard import mask_texts
+from ...core.request_guard import guard_messages_request
 from ...core.tokens import estimate_text_tokens
 from ...telemetry import log_text
 from ..dependencies import resolve_route
@@ -69,26 +70,24 @@ async def _found(exchange: Exchange, rag: RagPolicy, question: str) -> list[Any]
     return found[: rag.top_k]
 
 
-def _masked(exchange: Exchange, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The search results' texts masked like the request's own (their placeholders restored in
-    the answer like any other)."""
-    if exchange.policy.pii.mode != "mask" or not blocks:
+def _judged(exchange: Exchange, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The search results held to the request's policy as its own newest turn is: masked (their
+    placeholders restored in the answer like any other), and one the policy would refuse
+    (personal data under `block`, an input deny rule) left out."""
+    policy = exchange.policy
+    if not policy.active:
         return blocks
-    texts = {}
-    for index, block in enumerate(blocks):
-        texts[f"{index}.source"], texts[f"{index}.title"] = block["source"], block["title"]
-        texts[f"{index}.text"] = block["content"][0]["text"]
-    services = exchange.services
-    masked = mask_texts(texts, exchange.policy, exchange.placeholder_key, services.judged, exchange.guarded)
-    return [
-        {
-            **block,
-            "source": masked[f"{index}.source"],
-            "title": masked[f"{index}.title"],
-            "content": [{"type": "text", "text": masked[f"{index}.text"]}],
-        }
-        for index, block in enumerate(blocks)
-    ]
+    services, kept = exchange.services, []
+    for block in blocks:
+        alone = {"messages": [{"role": "user", "content": [block]}]}
+        try:
+            judged = guard_messages_request(alone, policy, exchange.placeholder_key, services.judged)
+        except InvalidRequestError as refusal:  # its message names the rule, never the match
+            logger.warning("a retrieved passage is left out: %s", log_text(refusal.message))
+            continue
+        exchange.guarded.restore_map.update(judged.restore_map)
+        kept.append(alone["messages"][0]["content"][0])
+    return kept
 
 
 async def retrieve(exchange: Exchange) -> bool:
@@ -111,7 +110,7 @@ async def retrieve(exchange: Exchange) -> bool:
         if rag.on_error == "fail":
             raise ApiError(f"Retrieval from the knowledge base {rag.knowledge_base} failed ({reason}).") from None
         return False
-    blocks = _masked(exchange, search_result_blocks(found))
+    blocks = _judged(exchange, search_result_blocks(found))
     add_response_headers(exchange.request, {"parley-rag": f"chunks={len(blocks)}"})
     if not blocks:
         return False

@@ -61,7 +61,7 @@ async def call_messages(exchange: Exchange) -> Response:
         return await _called(exchange, route, message_request, requests, looked_up)
     except BaseException:
         if looked_up is not None:
-            looked_up.release()
+            await looked_up.release()
         raise
 
 
@@ -124,7 +124,7 @@ async def _called(
     answer = guard.message(message) if guard is not None else message
     if ticket is not None:
         await ticket.keep_answer(answer)
-        ticket.release()
+        await ticket.release()
     return json_response(answer)
 
 
