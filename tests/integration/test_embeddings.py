@@ -143,6 +143,11 @@ MALFORMED_EMBEDDINGS = [
         "(index 1) that is no non-empty list of finite numbers",
         id="empty",
     ),
+    pytest.param(
+        {"data": [embedding(0, [1.0]), embedding(1, [[1.0, 0.0], [0.0, 1.0]])]},
+        "one vector per token (index 1), not one per input: the worker pools nothing",
+        id="per-token",  # llama.cpp's server on a model without a pooling type
+    ),
     pytest.param({"data": [embedding(0, [1.0]), embedding(1, "AACAPw==")]}, "(index 1) that is", id="base64"),
     pytest.param({"data": [embedding(0, [1.0]), embedding(1, ["1.0"])]}, "(index 1) that is", id="string-number"),
     pytest.param({"data": [embedding(0, [1.0]), embedding(1, [True])]}, "(index 1) that is", id="bool-number"),

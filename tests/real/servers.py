@@ -13,6 +13,10 @@ tiny GGUF of `tiny_gguf.py`. The chat template is the GGUF's own (`--chat_format
 chat_template.default`, llama-cpp-python's name for `tokenizer.chat_template`), rendered by
 llama-cpp-python's Jinja. It has no /health: the model loads before uvicorn listens, so it is
 ready once `GET /v1/models` answers 200.
+
+`LlamaCppEmbeddingServer(python, model_path, log)`: the same with embeddings on (`--embedding
+true`): OpenAI's `POST /v1/embeddings`, one vector per input when the GGUF names a pooling
+(`tiny_gguf.py --pooling`), else one vector per token of each input.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-__all__ = ["InferenceServer", "LlamaCppServer", "SERVED_MODEL", "VllmServer"]
+__all__ = ["InferenceServer", "LlamaCppEmbeddingServer", "LlamaCppServer", "SERVED_MODEL", "VllmServer"]
 
 SERVED_MODEL = "tiny"
 
@@ -207,3 +211,10 @@ class LlamaCppServer(InferenceServer):
             "1",
             *self.extra,
         ]
+
+
+class LlamaCppEmbeddingServer(LlamaCppServer):
+    name = "llama.cpp (embeddings)"
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--embedding", "true"]

@@ -1,6 +1,7 @@
 """A tiny GGUF for llama.cpp to serve: random weights, no download.
 
-`python -m tests.real.tiny_gguf OUT.gguf [--template qwen|strict]` writes one file:
+`python -m tests.real.tiny_gguf OUT.gguf [--template qwen|strict] [--pooling mean|last]` writes one
+file:
 - the model of `tiny_model.py` (qwen2: hidden 128, 2 layers, 4 heads and 2 KV heads, vocabulary
   4096, 64k positions) with seeded random F32 weights, the same file on every run; its output
   projection is its own (tiny_model's is tied to the embeddings), so that greedy decoding writes
@@ -9,7 +10,9 @@
   gpt2-style vocabulary: tokens, token types (the chat special tokens are control tokens), merges,
   and the ids of `<|endoftext|>` (bos, pad) and `<|im_end|>` (eos); llama.cpp's `gpt-2`
   pre-tokenizer splits text as the tokenizer's ByteLevel pre-tokenizer does;
-- the chat template of `templates/` as `tokenizer.chat_template`.
+- the chat template of `templates/` as `tokenizer.chat_template`;
+- with `--pooling mean|last`, the pooling its embeddings take (`qwen2.pooling_type`): without it,
+  llama.cpp's server (`--embedding true`) answers one vector per token of each input.
 
 It needs `gguf`, `numpy` and `tokenizers` (llama.cpp's environment has them), not Parley's.
 """
@@ -46,7 +49,10 @@ def _vocabulary() -> tuple[list[str], list[int], list[str]]:
     return tokens, [int(kind) for kind in types], merges
 
 
-def write_gguf(path: Path, template: str = "qwen") -> Path:
+POOLING = ("mean", "last")
+
+
+def write_gguf(path: Path, template: str = "qwen", pooling: str | None = None) -> Path:
     import gguf
     import numpy as np
 
@@ -80,6 +86,8 @@ def write_gguf(path: Path, template: str = "qwen") -> Path:
     writer.add_add_bos_token(False)
     writer.add_add_eos_token(False)
     writer.add_chat_template((TEMPLATES_DIR / f"{template}.jinja").read_text().rstrip("\n"))
+    if pooling is not None:
+        writer.add_pooling_type(gguf.PoolingType[pooling.upper()])
 
     rng = np.random.default_rng(SEED)
 
@@ -124,8 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path)
     parser.add_argument("--template", choices=TEMPLATES, default="qwen")
+    parser.add_argument("--pooling", choices=POOLING, help="how its embeddings are pooled (default: not at all)")
     args = parser.parse_args(argv)
-    print(write_gguf(args.path, args.template), file=sys.stdout)
+    print(write_gguf(args.path, args.template, args.pooling), file=sys.stdout)
 
 
 if __name__ == "__main__":

@@ -197,6 +197,11 @@ def _embeddings(answer: dict[str, Any], count: int, dimensions: int | None) -> l
         if not _is_index(index, count) or vectors[index] is not None:
             raise _broken(f"to /embeddings has an `index` of {_shown(index)}: each of 0 to {count - 1} must come once")
         embedding = item.get("embedding")
+        if isinstance(embedding, list) and embedding and all(isinstance(vector, list) for vector in embedding):
+            raise _broken(
+                f"to /embeddings has one vector per token (index {index}), not one per input: the worker"
+                " pools nothing (serve an embedding model with a pooling type, such as mean)"
+            )
         if not isinstance(embedding, list) or not embedding or not all(map(_finite, embedding)):
             raise _broken(
                 f"to /embeddings has an embedding (index {index}) that is no non-empty list of finite numbers"
