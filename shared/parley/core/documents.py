@@ -9,6 +9,8 @@ document's path (`DocumentTexts`). Before that, admission estimates a PDF from i
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Mapping
 
 from .anthropic_types import (
@@ -25,7 +27,7 @@ from .anthropic_types import (
 from .errors import InvalidRequestError
 from .tokens import estimate_tokens_of_size
 
-__all__ = ["DocumentTexts", "document_to_text", "estimate_pdf_tokens", "pdf_sources"]
+__all__ = ["DocumentTexts", "document_to_text", "estimate_pdf_tokens", "neutralise_tags", "pdf_sources"]
 
 DocumentTexts = Mapping[str, str]
 """A PDF document's extracted text by the document's path in the request (`messages.0.content.1`)."""
@@ -60,6 +62,30 @@ def estimate_pdf_tokens(sources: Mapping[str, str], max_text_chars: int) -> int:
     return estimate_tokens_of_size(min(size, max_text_chars))
 
 
+@functools.lru_cache(maxsize=8)
+def _tag(name: str) -> re.Pattern[str]:
+    # A `<` (or a fullwidth or small one) that starts something a model could read as the tag
+    # `name`: `</name>`, `<name`, spellings like `< / Name-Part`. Bounded, so a run of `<` stays
+    # linear.
+    spelled = r"[\W_]{0,3}".join(re.escape(part) for part in name.split("_"))
+    return re.compile(rf"[<\uFE64\uFF1C](?=[\W_]{{0,16}}{spelled})", re.IGNORECASE)
+
+
+def neutralise_tags(text: str, *names: str) -> str:
+    """`text` unable to open or close the delimiters `names` it is put between (its other `<`,
+    such as the request guard's placeholders, stay as they are)."""
+    for name in names:
+        text = _tag(name).sub("&lt;", text)
+    return text
+
+
+_DELIMITERS = ("document", "context")
+
+
+def _attribute(value: str, *names: str) -> str:
+    return neutralise_tags(value, *names).replace('"', "&quot;")
+
+
 def document_to_text(document: DocumentBlock, path: str, texts: DocumentTexts) -> str:
     """The document wrapped for the prompt; a base64 PDF's text comes from `texts` by `path`."""
     source = document.source
@@ -78,8 +104,8 @@ def document_to_text(document: DocumentBlock, path: str, texts: DocumentTexts) -
         raise AssertionError(source)
     attributes = ""
     if document.title:
-        attributes += f' title="{document.title}"'
+        attributes += f' title="{_attribute(document.title, *_DELIMITERS)}"'
     header = f"<document{attributes}>\n"
     if document.context:
-        header += f"<context>{document.context}</context>\n"
-    return f"{header}{body}\n</document>"
+        header += f"<context>{neutralise_tags(document.context, *_DELIMITERS)}</context>\n"
+    return f"{header}{neutralise_tags(body, *_DELIMITERS)}\n</document>"

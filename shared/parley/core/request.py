@@ -6,7 +6,6 @@ A pipeline of small steps: system → messages → sampling → tools → tool_c
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,7 @@ from .anthropic_types import (
     ToolUseBlock,
     URLImageSource,
 )
-from .documents import DocumentTexts, document_to_text, pdf_sources
+from .documents import DocumentTexts, document_to_text, neutralise_tags, pdf_sources
 from .errors import InvalidRequestError
 from .pdf import PdfLimits, pdf_texts
 from .quirks import adapt_tool_schema, shorten_tool_ids
@@ -93,23 +92,11 @@ def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
-# A `<` (or a fullwidth or small one) that starts something a model could read as the search
-# result's own tag: `</search_result>`, `<search_result`, spellings like `< / Search-Result`.
-# Bounded, so a run of `<` stays linear.
-_SEARCH_RESULT_TAG = re.compile(r"[<\uFE64\uFF1C](?=[\W_]{0,16}search[\W_]{0,3}result)", re.IGNORECASE)
-
-
-def _neutralised(text: str) -> str:
-    """`text` unable to open or close a search result's delimiter (its other `<`, such as the
-    request guard's placeholders, stay as they are)."""
-    return _SEARCH_RESULT_TAG.sub("&lt;", text)
-
-
 def search_result_to_text(result: SearchResultBlock) -> str:
     """The search result delimited for the prompt, its source and title as attributes."""
-    source = _neutralised(result.source).replace('"', "&quot;")
-    title = _neutralised(result.title).replace('"', "&quot;")
-    body = _neutralised("\n".join(block.text for block in result.content))
+    source = neutralise_tags(result.source, "search_result").replace('"', "&quot;")
+    title = neutralise_tags(result.title, "search_result").replace('"', "&quot;")
+    body = neutralise_tags("\n".join(block.text for block in result.content), "search_result")
     return f'<search_result source="{source}" title="{title}">\n{body}\n</search_result>'
 
 
