@@ -8,7 +8,7 @@ import secrets
 
 import pytest
 
-from parley.io.response_cache import MAX_STORED_BYTES, ResponseCacheTable
+from parley.io.response_cache import GIVEN_UP, GIVEN_UP_SECONDS, MAX_STORED_BYTES, ResponseCacheTable
 from parley.io.tables import create_tables
 
 NOW = 1_800_000_000.0
@@ -56,9 +56,17 @@ def test_one_request_holds_the_lease_until_it_releases_or_it_lapses(table):
     holder = table.claim(key, NOW, lease_seconds=30)
     assert holder is not None
     assert table.claim(key, NOW + 1, 30) is None
-    table.release(key, "someone-else")  # not the holder: the lease stays
+    table.release(key, "someone-else", kept=True, now=NOW + 2)  # not the holder: the lease stays
     assert table.claim(key, NOW + 2, 30) is None
-    table.release(key, holder)
+    table.release(key, holder, kept=True, now=NOW + 3)
     again = table.claim(key, NOW + 3, 30)
     assert again is not None
     assert table.claim(key, NOW + 34, 30) is not None, "a lapsed lease must be claimable"
+
+
+def test_a_lease_whose_answer_was_not_kept_tells_the_waiters_for_a_while(table):
+    key = secrets.token_hex(8)
+    holder = table.claim(key, NOW, lease_seconds=30)
+    table.release(key, holder, kept=False, now=NOW + 1)
+    assert table.claim(key, NOW + 2, 30) == GIVEN_UP, "waiters on other instances go at once"
+    assert table.claim(key, NOW + 1 + GIVEN_UP_SECONDS + 1, 30) not in (None, GIVEN_UP), "then leading resumes"

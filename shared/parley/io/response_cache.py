@@ -17,9 +17,12 @@ from typing import Any
 
 import orjson
 
-__all__ = ["MAX_STORED_BYTES", "CachedAnswer", "Flights", "ResponseCacheTable"]
+__all__ = ["GIVEN_UP", "MAX_STORED_BYTES", "CachedAnswer", "Flights", "ResponseCacheTable"]
 
 MAX_STORED_BYTES = 350_000
+GIVEN_UP = "given-up"
+"""What `claim` answers while the last leader's answer was not kept."""
+GIVEN_UP_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,8 @@ class ResponseCacheTable:
 
     def claim(self, key: str, now: float, lease_seconds: float) -> str | None:
         """The lease on calling the worker for `key`: its holder's token for the one request that
-        holds it until it is released or `lease_seconds` have passed; None for the others."""
+        holds it until it is released or `lease_seconds` have passed; None for the others, or
+        GIVEN_UP while a leader's answer was just not kept (then nobody waits)."""
         holder = secrets.token_hex(8)
         try:
             self._dynamodb.put_item(
@@ -75,19 +79,35 @@ class ResponseCacheTable:
                 ConditionExpression="attribute_not_exists(#key) OR lease_until < :now",
                 ExpressionAttributeNames={"#key": "key"},
                 ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except self._dynamodb.exceptions.ConditionalCheckFailedException:
-            return None
+        except self._dynamodb.exceptions.ConditionalCheckFailedException as held:
+            lease = held.response.get("Item") or {}
+            return GIVEN_UP if lease.get("given_up", {}).get("BOOL") else None
         return holder
 
-    def release(self, key: str, holder: str) -> None:
-        """The lease given up, unless it expired and another request holds it now."""
+    def release(self, key: str, holder: str, kept: bool, now: float) -> None:
+        """The lease let go, unless it lapsed and another request holds it now. When the answer
+        was not kept, it says so for `GIVEN_UP_SECONDS`: the duplicates waiting on it (on other
+        instances) call the worker at once, rather than one after another."""
+        condition = {
+            "ConditionExpression": "holder = :holder",
+            "ExpressionAttributeValues": {":holder": {"S": holder}},
+        }
         try:
-            self._dynamodb.delete_item(
+            if kept:
+                self._dynamodb.delete_item(TableName=self._table, Key={"key": {"S": f"lease#{key}"}}, **condition)
+                return
+            self._dynamodb.put_item(
                 TableName=self._table,
-                Key={"key": {"S": f"lease#{key}"}},
-                ConditionExpression="holder = :holder",
-                ExpressionAttributeValues={":holder": {"S": holder}},
+                Item={
+                    "key": {"S": f"lease#{key}"},
+                    "holder": {"S": holder},
+                    "given_up": {"BOOL": True},
+                    "lease_until": {"N": f"{now + GIVEN_UP_SECONDS:.3f}"},
+                    "expires_at": {"N": str(int(now + GIVEN_UP_SECONDS) + 1)},
+                },
+                **condition,
             )
         except self._dynamodb.exceptions.ConditionalCheckFailedException:
             pass

@@ -30,7 +30,7 @@ from ...core.response_cache import (
 )
 from ...core.sse import encode_events
 from ...io.background import in_background
-from ...io.response_cache import CachedAnswer
+from ...io.response_cache import GIVEN_UP, CachedAnswer
 from ...io.routes import Route
 from ..middleware import add_response_headers
 from ..responses import json_response
@@ -87,7 +87,7 @@ class CacheTicket:
         if self.leading:
             self.exchange.services.flights.land(self.key, self.kept)
         if self.holder is not None:
-            await _to_the_end(run_in_threadpool(_released, self.exchange, self.key, self.holder))
+            await _to_the_end(run_in_threadpool(_released, self.exchange, self.key, self.holder, self.kept))
 
 
 async def _to_the_end(work: Any) -> None:
@@ -100,9 +100,9 @@ async def _to_the_end(work: Any) -> None:
         raise
 
 
-def _released(exchange: Exchange, key: str, holder: str) -> None:
+def _released(exchange: Exchange, key: str, holder: str, kept: bool) -> None:
     try:
-        exchange.services.response_cache.release(key, holder)
+        exchange.services.response_cache.release(key, holder, kept, time.time())
     except Exception as error:  # the lease lapses by itself
         logger.warning("response cache lease release failed (%s)", type(error).__name__)
 
@@ -169,6 +169,8 @@ async def look_up_answer(exchange: Exchange, route: Route, data: dict[str, Any])
         except Exception as error:
             logger.warning("response cache lease failed (%s); calling the worker", type(error).__name__)
             return ticket
+        if holder == GIVEN_UP:
+            return ticket  # the last answer was not kept: no use waiting in turn
         if holder is not None:
             ticket.holder, ticket.leading = holder, True
             services.flights.lead(key)
