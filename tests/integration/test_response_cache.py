@@ -436,3 +436,28 @@ def test_many_duplicates_of_an_answer_not_kept_all_go_at_once(cached, worker, pa
         answers = [first.result(30), *(future.result(30) for future in rest)]
     assert answers[0].json()["stop_reason"] == "refusal"
     assert [answer.json()["content"][0]["text"] for answer in answers[1:]] == ["fine"] * 3
+
+
+def test_a_duplicate_whose_client_leaves_while_it_waits_stops_waiting(cached, worker, parley):
+    import socket
+    from urllib.parse import urlsplit
+
+    user = cached()
+    release = _gated(worker, "for the first only")
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(user.post, _body())
+        assert worker.wait_for_requests(1, timeout=20)
+        address = urlsplit(parley.url)
+        body = json.dumps(_body()).encode()
+        head = (
+            f"POST /v1/messages HTTP/1.1\r\nhost: {address.netloc}\r\nx-api-key: {user.key}\r\n"
+            f"anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        )
+        leaving = socket.create_connection((address.hostname, address.port))
+        leaving.sendall(head.encode() + body)
+        _wait_for(lambda: parley.services.flights.waiting == 1, "the duplicate waiting")
+        leaving.close()
+        _wait_for(lambda: parley.services.flights.waiting == 0, "the duplicate to stop waiting")
+        release.set()
+        assert first.result(30).json()["content"][0]["text"] == "for the first only"
+    assert len(_calls(worker)) == 1

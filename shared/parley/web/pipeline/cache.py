@@ -34,6 +34,7 @@ from ...io.response_cache import GIVEN_UP, CachedAnswer
 from ...io.routes import Route
 from ..middleware import add_response_headers
 from ..responses import json_response
+from ..upstream import unless_client_leaves
 from .exchange import Exchange
 from .meter import note_usage
 
@@ -161,7 +162,7 @@ async def look_up_answer(exchange: Exchange, route: Route, data: dict[str, Any])
             return ticket
         here = services.flights.leader(key)
         if here is not None:
-            if await services.flights.wait(here, left) is False:
+            if await unless_client_leaves(exchange.request, services.flights.wait(here, left)) is False:
                 return ticket  # the first answer was not kept: no use waiting in turn
             continue
         try:
@@ -175,7 +176,7 @@ async def look_up_answer(exchange: Exchange, route: Route, data: dict[str, Any])
             ticket.holder, ticket.leading = holder, True
             services.flights.lead(key)
             return ticket
-        await services.flights.wait(None, min(poll, left))
+        await unless_client_leaves(exchange.request, services.flights.wait(None, min(poll, left)))
         poll = min(poll * 2, _LONGEST_POLL_SECONDS)
 
 
