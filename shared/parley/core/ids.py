@@ -1,11 +1,18 @@
-"""Identifiers in Anthropic's shapes: msg_01…, toolu_01…, req_01…."""
+"""Identifiers in Anthropic's shapes: msg_01…, toolu_01…, req_01…, msgbatch_01…."""
 
 from __future__ import annotations
 
 import re
 import secrets
 
-__all__ = ["is_tool_use_id", "is_valid_tool_id", "new_message_id", "new_request_id", "new_tool_use_id"]
+__all__ = [
+    "is_tool_use_id",
+    "is_valid_tool_id",
+    "new_batch_id",
+    "new_message_id",
+    "new_request_id",
+    "new_tool_use_id",
+]
 
 _BASE58 = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _TOOL_ID = re.compile(r"[a-zA-Z0-9_-]+")
@@ -32,6 +39,11 @@ def new_tool_use_id() -> str:
 
 def new_request_id() -> str:
     return "req_01" + _suffix()
+
+
+def new_batch_id() -> str:
+    """The shape of the API's own batch ids (`msgbatch_013Zva2CMHLNnXjNJJKqJ2EF`)."""
+    return "msgbatch_01" + _suffix()
 
 
 def is_valid_tool_id(value: object) -> bool:
