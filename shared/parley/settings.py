@@ -32,6 +32,7 @@ class Settings:
     accounts_table: str = "parley-accounts"
     policies_table: str = "parley-policies"
     response_cache_table: str = "parley-response-cache"
+    batches_table: str = "parley-batches"
     # How long duplicates of a request whose answer is not kept yet wait for it (docs/cache.md).
     cache_lease_seconds: float = 60.0
     # Where knowledge bases live (docs/rag.md): a folder, or s3://bucket/prefix (s3+ddb:// for
@@ -80,6 +81,7 @@ class Settings:
             "accounts": self.accounts_table,
             "policies": self.policies_table,
             "response_cache": self.response_cache_table,
+            "batches": self.batches_table,
         }
 
     @classmethod
@@ -94,6 +96,7 @@ class Settings:
             accounts_table=os.environ.get("PARLEY_ACCOUNTS_TABLE", defaults.accounts_table),
             policies_table=os.environ.get("PARLEY_POLICIES_TABLE", defaults.policies_table),
             response_cache_table=os.environ.get("PARLEY_RESPONSE_CACHE_TABLE", defaults.response_cache_table),
+            batches_table=os.environ.get("PARLEY_BATCHES_TABLE", defaults.batches_table),
             cache_lease_seconds=_float("PARLEY_CACHE_LEASE_SECONDS", defaults.cache_lease_seconds),
             knowledge_bases_uri=os.environ.get("PARLEY_KNOWLEDGE_BASES_URI", defaults.knowledge_bases_uri),
             account_cache_seconds=_float("PARLEY_ACCOUNT_CACHE_SECONDS", defaults.account_cache_seconds),

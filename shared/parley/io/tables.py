@@ -42,9 +42,16 @@ TABLES: dict[str, dict[str, Any]] = {
         "KeySchema": [{"AttributeName": "key", "KeyType": "HASH"}],
         "AttributeDefinitions": [{"AttributeName": "key", "AttributeType": "S"}],
     },
+    "batches": {
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        "AttributeDefinitions": [
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+    },
 }
 
-TIME_TO_LIVE: dict[str, str] = {"response_cache": "expires_at"}
+TIME_TO_LIVE: dict[str, str] = {"response_cache": "expires_at", "batches": "expires_at"}
 """The tables whose items expire, and the attribute DynamoDB's TTL reads."""
 
 
