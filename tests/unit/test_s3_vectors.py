@@ -285,6 +285,22 @@ def test_an_index_left_without_its_record_is_no_knowledge_base_until_removed(
     assert store.create("acme", "docs", EMBEDDER, DIMENSIONS) == store.get("acme", "docs")
 
 
+def test_a_retrieval_reads_the_record_once(
+    store: S3VectorsKnowledgeBaseStore, docs: KnowledgeBase, calls: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """A request's retrieval is `get`, then `search` with the record it read: one GetVectors, one
+    QueryVectors. A record of another knowledge base is never taken for this one."""
+    store.replace_source("acme", "docs", "guide.md", chunks_of("guide.md", ["alpha"]), [axis(0)])
+    calls.clear()
+    known = store.get("acme", "docs")
+    assert [chunk.text for chunk in store.search("acme", "docs", axis(0), 1, known)] == ["alpha"]
+    made = [operation for operation, _ in calls]  # (the fake answers QueryVectors with moto's own calls)
+    assert (made.count("GetVectors"), made.count("QueryVectors")) == (1, 1), made
+    other = store.create("other", "docs", docs.embedder, docs.dimensions)
+    with pytest.raises(KnowledgeBaseNotFoundError):
+        store.search("acme", "nothing", axis(0), 1, other)
+
+
 def test_a_search_asks_for_chunks_only_with_their_metadata_and_distances(
     store: S3VectorsKnowledgeBaseStore, fake: QueryVectorsFake, docs: KnowledgeBase
 ) -> None:

@@ -410,8 +410,11 @@ class KnowledgeBaseStore:
 
         return self._with_table(account, name, count)
 
-    def search(self, account: str, name: str, vector: Sequence[float], top_k: int) -> list[FoundChunk]:
-        """The `top_k` chunks closest to `vector` (cosine), closest first."""
+    def search(
+        self, account: str, name: str, vector: Sequence[float], top_k: int, known: KnowledgeBase | None = None
+    ) -> list[FoundChunk]:
+        """The `top_k` chunks closest to `vector` (cosine), closest first. (`known`, the record
+        `get` just read, costs S3 Vectors a call; here the record is the open table's schema.)"""
         _check_names(account, name)
         _check_top_k(top_k)
 

@@ -193,11 +193,17 @@ class S3VectorsKnowledgeBaseStore:
             raise _translated(error, account, name) from error
         return sorted(counts.items())
 
-    def search(self, account: str, name: str, vector: Sequence[float], top_k: int) -> list[FoundChunk]:
-        """The `top_k` chunks closest to `vector` (cosine), closest first."""
+    def search(
+        self, account: str, name: str, vector: Sequence[float], top_k: int, known: KnowledgeBase | None = None
+    ) -> list[FoundChunk]:
+        """The `top_k` chunks closest to `vector` (cosine), closest first. `known`: the record
+        `get` has just read for this account and name (a request's retrieval), not read again."""
         _check_names(account, name)
         _check_top_k(top_k)
-        kb, index = self._knowledge_base(account, name)
+        if known is not None and (known.account, known.name) == (account, name):
+            kb, index = known, _table_name(account, name)
+        else:
+            kb, index = self._knowledge_base(account, name)
         [row] = _float32_vectors([vector], kb.dimensions)
         try:
             answer = self._client().query_vectors(

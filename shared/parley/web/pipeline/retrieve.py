@@ -64,7 +64,7 @@ async def _found(exchange: Exchange, rag: RagPolicy, question: str) -> list[Any]
     embedder = await _embedder(exchange, knowledge_base.embedder, knowledge_base.dimensions)
     [vector] = await embedder.embed([question])
     wanted = rag.top_k * _RERANK_CANDIDATES if rag.rerank_model else rag.top_k
-    found = await run_in_threadpool(store.search, account, rag.knowledge_base, vector, wanted)
+    found = await run_in_threadpool(store.search, account, rag.knowledge_base, vector, wanted, knowledge_base)
     if rag.rerank_model and found:
         found = await _reranked(exchange, rag.rerank_model, question, found, rag.top_k)
     return found[: rag.top_k]
