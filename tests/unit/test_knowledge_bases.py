@@ -1,11 +1,15 @@
 """Knowledge bases on LanceDB: the contract every store keeps (knowledge_base_contract.py), here in
-a temporary folder, and what is LanceDB's own: a lazy import, compaction of many writes, and, with
-moto's server, two writers on S3 with the DynamoDB commit store."""
+a temporary folder, and what is LanceDB's own: a lazy import, compaction of many writes, and two
+writers on S3 with the DynamoDB commit store. The commit table is on DynamoDB Local, as all of
+the suite's DynamoDB is; S3 is moto's server, a mock, because no S3-compatible server can be
+installed from the registries this project reaches (MinIO, S3Mock and ElasticMQ's hosts do not
+resolve; docs/rag.md)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -55,8 +59,9 @@ def test_many_writes_keep_every_chunk(store: KnowledgeBaseStore, docs: Knowledge
 
 
 @pytest.fixture
-def s3_with_commit_store() -> Iterator[tuple[str, dict[str, str], Any]]:
-    """moto's server as S3 and DynamoDB: a bucket, and the commit table LanceDB's s3+ddb:// expects."""
+def s3_with_commit_store(dynamodb: Any) -> Iterator[tuple[str, dict[str, str], str]]:
+    """moto's server as S3 (a bucket) and DynamoDB Local holding the commit table LanceDB's
+    s3+ddb:// expects."""
     pytest.importorskip("moto.server")
     import boto3
     from moto.server import ThreadedMotoServer
@@ -68,9 +73,9 @@ def s3_with_commit_store() -> Iterator[tuple[str, dict[str, str], Any]]:
         endpoint = f"http://{host}:{port}"
         credentials = {"region_name": "us-east-1", "aws_access_key_id": "test", "aws_secret_access_key": "test"}
         boto3.client("s3", endpoint_url=endpoint, **credentials).create_bucket(Bucket="parley-knowledge")
-        dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, **credentials)
+        table = f"parley-knowledge-commits-{uuid.uuid4().hex[:8]}"
         dynamodb.create_table(
-            TableName="parley-knowledge-commits",
+            TableName=table,
             BillingMode="PAY_PER_REQUEST",
             KeySchema=[
                 {"AttributeName": "base_uri", "KeyType": "HASH"},
@@ -81,23 +86,24 @@ def s3_with_commit_store() -> Iterator[tuple[str, dict[str, str], Any]]:
                 {"AttributeName": "version", "AttributeType": "N"},
             ],
         )
+        dynamodb.get_waiter("table_exists").wait(TableName=table)
         options = {
             "aws_endpoint": endpoint,
-            "dynamodb_endpoint": endpoint,
+            "dynamodb_endpoint": dynamodb.meta.endpoint_url,
             "aws_region": "us-east-1",
             "aws_access_key_id": "test",
             "aws_secret_access_key": "test",
             "allow_http": "true",
         }
-        yield "s3+ddb://parley-knowledge/kb?ddbTableName=parley-knowledge-commits", options, dynamodb
+        yield f"s3+ddb://parley-knowledge/kb?ddbTableName={table}", options, table
     finally:
         server.stop()
 
 
 def test_two_writers_on_s3_with_the_dynamodb_commit_store(
-    s3_with_commit_store: tuple[str, dict[str, str], Any],
+    s3_with_commit_store: tuple[str, dict[str, str], str], dynamodb: Any
 ) -> None:
-    uri, options, dynamodb = s3_with_commit_store
+    uri, options, table = s3_with_commit_store
     first, second = (KnowledgeBaseStore(uri, options, read_consistency_seconds=0) for _ in range(2))
     docs = first.create("acme", "docs", EMBEDDER, DIMENSIONS)
 
@@ -109,5 +115,5 @@ def test_two_writers_on_s3_with_the_dynamodb_commit_store(
     assert reader.sources("acme", "docs") == [("a.md", 1), ("b.md", 1)]
     assert [chunk.text for chunk in reader.search("acme", "docs", axis(1), top_k=1)] == ["from the second"]
     assert [chunk.text for chunk in first.search("acme", "docs", axis(1), top_k=1)] == ["from the second"]
-    commits = dynamodb.scan(TableName="parley-knowledge-commits")["Items"]
+    commits = dynamodb.scan(TableName=table)["Items"]
     assert sorted(int(item["version"]["N"]) for item in commits) == [1, 2, 3]  # create, then one per writer

@@ -1,4 +1,5 @@
-"""Knowledge bases on Amazon S3 Vectors (io/s3_vectors.py) against moto, in-process: the contract
+"""Knowledge bases on Amazon S3 Vectors (io/s3_vectors.py) against moto, in-process (a mock: nothing
+that speaks the S3 Vectors API can be installed from the registries this project reaches): the contract
 every store keeps (knowledge_base_contract.py), what S3 Vectors adds (its limits, a replace cut
 short, the record vector), and the factory that picks an engine by URI.
 
