@@ -185,20 +185,26 @@ async def _knowledge_command(args: argparse.Namespace, store: Any) -> int:
     import asyncio
     from pathlib import Path
 
-    from .io.embeddings import BUILTIN_EMBEDDER
-    from .io.knowledge_ingest import add_file, embedder_for
-    from .io.routes import RouteStore
+    from .io.embeddings import BUILTIN_EMBEDDER, ROUTE_EMBEDDER_PREFIX, embedder_named
+    from .io.knowledge_bases import KnowledgeBaseError
+    from .io.knowledge_ingest import add_file
+    from .io.routes import RouteStore, match_route
     from .io.worker import WorkerClient
 
     command, account = args.kb_command, args.account
     client = WorkerClient()
 
-    def embedder(knowledge_base: Any) -> Any:
-        named = knowledge_base if isinstance(knowledge_base, str) else knowledge_base.embedder
-        routes = (
-            RouteStore(_dynamodb(), Settings.from_environment().routes_table) if named.startswith("route:") else None
-        )
-        return embedder_for(knowledge_base, routes, client, account)
+    async def route_of(model: str) -> Any:
+        route = match_route(RouteStore(_dynamodb(), Settings.from_environment().routes_table).load(), model, account)
+        if route is None:
+            raise KnowledgeBaseError(f"no route {model} to embed with")
+        return route
+
+    async def embedder(named: str, dimensions: int | None = None) -> Any:
+        try:
+            return await embedder_named(named, dimensions, route_of, lambda _: client)
+        except ValueError as unknown:
+            raise KnowledgeBaseError(str(unknown)) from None
 
     def existing() -> Any:
         knowledge_base = store.get(account, args.name)
@@ -208,8 +214,8 @@ async def _knowledge_command(args: argparse.Namespace, store: Any) -> int:
 
     try:
         if command == "create":
-            named = f"route:{args.embedding_model}" if args.embedding_model else BUILTIN_EMBEDDER
-            chosen = embedder(named)
+            named = f"{ROUTE_EMBEDDER_PREFIX}{args.embedding_model}" if args.embedding_model else BUILTIN_EMBEDDER
+            chosen = await embedder(named)
             dimensions = len((await chosen.embed(["how many dimensions"]))[0])  # the embedder works
             made = store.create(account, args.name, named, dimensions)
             print(
@@ -218,7 +224,7 @@ async def _knowledge_command(args: argparse.Namespace, store: Any) -> int:
             )
         elif command == "add":
             knowledge_base = existing()
-            chosen = embedder(knowledge_base)
+            chosen = await embedder(knowledge_base.embedder, knowledge_base.dimensions)
             for path in args.files:
                 source = Path(path).name
                 count = await add_file(store, chosen, account, args.name, source, Path(path).read_bytes())
@@ -243,7 +249,8 @@ async def _knowledge_command(args: argparse.Namespace, store: Any) -> int:
             print(f"removed knowledge base {args.name}")
         elif command == "search":
             knowledge_base = existing()
-            [vector] = await embedder(knowledge_base).embed([args.query])
+            asking = await embedder(knowledge_base.embedder, knowledge_base.dimensions)
+            [vector] = await asking.embed([args.query])
             found = await asyncio.to_thread(store.search, account, args.name, vector, args.top_k)
             for chunk in found:
                 print(f"{chunk.score:.3f}  {chunk.source} #{chunk.position} {chunk.title}".rstrip())

@@ -19,8 +19,7 @@ from .request import search_result_to_text
 __all__ = [
     "MAX_QUERY_CHARS",
     "Retrieved",
-    "chat_question",
-    "messages_question",
+    "last_user_question",
     "search_result_blocks",
     "with_chat_context",
     "with_search_results",
@@ -46,11 +45,11 @@ def _question(texts: list[str]) -> str | None:
     return question[-MAX_QUERY_CHARS:] or None
 
 
-def _last_user_content(messages: Any, user_roles: tuple[str, ...]) -> Any:
+def _last_user_content(messages: Any) -> Any:
     if not isinstance(messages, list) or not messages:
         return None
     last = messages[-1]
-    if not isinstance(last, dict) or last.get("role") not in user_roles:
+    if not isinstance(last, dict) or last.get("role") != "user":
         return None
     return last.get("content")
 
@@ -67,14 +66,11 @@ def _texts(content: Any) -> list[str]:
     ]
 
 
-def messages_question(data: dict[str, Any]) -> str | None:
-    """The question of a Messages request; None when its last turn asks nothing."""
-    return _question(_texts(_last_user_content(data.get("messages"), ("user",))))
-
-
-def chat_question(chat: dict[str, Any]) -> str | None:
-    """The question of a Chat Completions request (a last `tool` message asks nothing)."""
-    return _question(_texts(_last_user_content(chat.get("messages"), ("user",))))
+def last_user_question(body: dict[str, Any]) -> str | None:
+    """The question of a Messages or a Chat Completions request (both keep their turns in
+    `messages`, a user's content a string or a list of parts); None when the last turn asks
+    nothing (tool results only, or a Chat Completions `tool` message)."""
+    return _question(_texts(_last_user_content(body.get("messages"))))
 
 
 def search_result_blocks(found: Sequence[Retrieved]) -> list[dict[str, Any]]:

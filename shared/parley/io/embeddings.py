@@ -20,10 +20,10 @@ import logging
 import math
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, Sequence
 
 from ..core.errors import ApiError
-from .routes import Timeouts, Worker
+from .routes import Route, Timeouts, Worker
 from .worker import WorkerClient, WorkerFailure
 
 if TYPE_CHECKING:
@@ -33,10 +33,12 @@ __all__ = [
     "BUILTIN_DIMENSIONS",
     "BUILTIN_EMBEDDER",
     "EMBEDDING_BATCH",
+    "ROUTE_EMBEDDER_PREFIX",
     "BuiltinEmbedder",
     "Embedder",
     "RouteEmbedder",
     "builtin_embedder",
+    "embedder_named",
     "rerank",
 ]
 
@@ -161,6 +163,26 @@ async def rerank(
     body = {"model": worker.model, "query": query, "documents": list(documents), "top_n": top_n}
     answer = await client.complete(worker, "/rerank", body, timeouts)
     return _ranking(answer, len(documents), top_n)
+
+
+ROUTE_EMBEDDER_PREFIX = "route:"
+
+
+async def embedder_named(
+    name: str,
+    dimensions: int | None,
+    route_of: Callable[[str], Awaitable[Route]],
+    client_of: Callable[[Route], WorkerClient],
+) -> Embedder:
+    """The embedder a knowledge base names: the built-in one, or `route:<model>` (`route_of`
+    finds the route, however the caller looks routes up; `client_of` is the client that may
+    call its workers). ValueError for a name that is neither."""
+    if name == BUILTIN_EMBEDDER:
+        return builtin_embedder()
+    if name.startswith(ROUTE_EMBEDDER_PREFIX):
+        route = await route_of(name.removeprefix(ROUTE_EMBEDDER_PREFIX))
+        return RouteEmbedder(client_of(route), route.worker, route.timeouts, dimensions)
+    raise ValueError(f"unknown embedder {name}")
 
 
 def _broken(problem: str) -> WorkerFailure:

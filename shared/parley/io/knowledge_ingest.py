@@ -9,29 +9,10 @@ from typing import Any
 
 from ..core.chunking import chunk_text
 from ..core.knowledge_files import document_text
-from .embeddings import BUILTIN_EMBEDDER, Embedder, RouteEmbedder, builtin_embedder
-from .knowledge_bases import KnowledgeBase, KnowledgeBaseError, KnowledgeBaseStore
-from .routes import RouteStore, match_route
-from .worker import WorkerClient
+from .embeddings import Embedder
+from .knowledge_bases import KnowledgeBaseStore
 
-__all__ = ["add_file", "embedder_for"]
-
-
-def embedder_for(
-    knowledge_base: KnowledgeBase | str, routes: RouteStore | None, client: WorkerClient, account: str
-) -> Embedder:
-    """The embedder a knowledge base was made with (or is to be made with: `builtin:…`, `route:<model>`)."""
-    name = knowledge_base if isinstance(knowledge_base, str) else knowledge_base.embedder
-    dimensions = None if isinstance(knowledge_base, str) else knowledge_base.dimensions
-    if name == BUILTIN_EMBEDDER:
-        return builtin_embedder()
-    if name.startswith("route:"):
-        model = name.removeprefix("route:")
-        route = match_route(routes.load(), model, account) if routes is not None else None
-        if route is None:
-            raise KnowledgeBaseError(f"no route {model} to embed with")
-        return RouteEmbedder(client, route.worker, route.timeouts, dimensions)
-    raise KnowledgeBaseError(f"unknown embedder {name}")
+__all__ = ["add_file"]
 
 
 async def add_file(

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from ..core.chat_passthrough import parse_chat_request
 from ..core.request_guard import guard_chat_request
-from ..core.retrieval import chat_question, with_chat_context
+from ..core.retrieval import with_chat_context
 from ..io.keys import KeyRecord
 from .dependencies import authenticate
 from .pipeline import Endpoint, run_pipeline
@@ -17,9 +17,7 @@ from .pipeline.route_and_call import call_chat
 __all__ = ["CHAT_COMPLETIONS_PATH", "CHAT_COMPLETIONS", "router"]
 
 CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
-CHAT_COMPLETIONS = Endpoint(
-    "chat_completions", parse_chat_request, guard_chat_request, call_chat, chat_question, with_chat_context
-)
+CHAT_COMPLETIONS = Endpoint("chat_completions", parse_chat_request, guard_chat_request, call_chat, with_chat_context)
 router = APIRouter()
 
 

@@ -10,7 +10,7 @@ from ..core.anthropic_types import count_tokens_request_from, load_json_object
 from ..core.documents import pdf_sources
 from ..core.request import prompt_to_chat_messages, tools_to_chat
 from ..core.request_guard import guard_messages_request
-from ..core.retrieval import messages_question, with_search_results
+from ..core.retrieval import with_search_results
 from ..core.tokens import estimate_prompt_tokens
 from ..io.keys import KeyRecord
 from .accounting import admit_count_tokens
@@ -27,9 +27,7 @@ from .upstream import unless_client_leaves
 __all__ = ["MESSAGES", "router"]
 
 router = APIRouter()
-MESSAGES = Endpoint(
-    "messages", load_json_object, guard_messages_request, call_messages, messages_question, with_search_results
-)
+MESSAGES = Endpoint("messages", load_json_object, guard_messages_request, call_messages, with_search_results)
 
 
 @router.post("/v1/messages")

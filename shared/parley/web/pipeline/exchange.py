@@ -27,7 +27,6 @@ class Endpoint:
     parse: Callable[[bytes], dict[str, Any]]
     guard: Callable[[dict[str, Any], Policy, bytes | None, JudgedBlocks], GuardedRequest]
     route_and_call: Callable[["Exchange"], Awaitable[Response]]
-    question: Callable[[dict[str, Any]], str | None]  # what retrieval asks (core/retrieval.py)
     with_found: Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, Any]]  # what it found, put in
 
 

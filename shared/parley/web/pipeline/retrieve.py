@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from ...core.errors import ApiError, InvalidRequestError
 from ...core.policy import RagPolicy
 from ...core.request_guard import guard_messages_request
+from ...core.retrieval import last_user_question, search_result_blocks
 from ...core.tokens import estimate_text_tokens
 from ...telemetry import log_text
 from ..dependencies import resolve_route
@@ -36,17 +37,6 @@ class RetrievalError(Exception):
     """Retrieval could not be done; the message says why, for the log and the client's header."""
 
 
-async def _embedder(exchange: Exchange, embedder: str, dimensions: int) -> Any:
-    from ...io.embeddings import BUILTIN_EMBEDDER, RouteEmbedder, builtin_embedder
-
-    if embedder == BUILTIN_EMBEDDER:
-        return builtin_embedder()
-    if embedder.startswith("route:"):
-        route = await resolve_route(exchange.request, embedder.removeprefix("route:"), exchange.key.account)
-        return RouteEmbedder(worker_client(exchange.services, route), route.worker, route.timeouts, dimensions)
-    raise RetrievalError(f"unknown embedder {embedder}")
-
-
 async def _reranked(exchange: Exchange, model: str, question: str, found: Sequence[Any], top_k: int) -> list[Any]:
     from ...io.embeddings import rerank
 
@@ -57,11 +47,21 @@ async def _reranked(exchange: Exchange, model: str, question: str, found: Sequen
 
 
 async def _found(exchange: Exchange, rag: RagPolicy, question: str) -> list[Any]:
+    from ...io.embeddings import embedder_named
+
     store, account = exchange.services.knowledge_bases, exchange.key.account
     knowledge_base = await run_in_threadpool(store.get, account, rag.knowledge_base)
     if knowledge_base is None:
         raise RetrievalError(f"no knowledge base {rag.knowledge_base}")
-    embedder = await _embedder(exchange, knowledge_base.embedder, knowledge_base.dimensions)
+    try:
+        embedder = await embedder_named(
+            knowledge_base.embedder,
+            knowledge_base.dimensions,
+            lambda model: resolve_route(exchange.request, model, account),
+            lambda route: worker_client(exchange.services, route),
+        )
+    except ValueError as unknown:
+        raise RetrievalError(str(unknown)) from None
     [vector] = await embedder.embed([question])
     wanted = rag.top_k * _RERANK_CANDIDATES if rag.rerank_model else rag.top_k
     found = await run_in_threadpool(store.search, account, rag.knowledge_base, vector, wanted, knowledge_base)
@@ -92,12 +92,10 @@ def _judged(exchange: Exchange, blocks: list[dict[str, Any]]) -> list[dict[str, 
 
 async def retrieve(exchange: Exchange) -> bool:
     """Whether anything was put into the request (`exchange.data`)."""
-    from ...core.retrieval import search_result_blocks
-
     rag = exchange.policy.rag
     if not rag.active:
         return False
-    question = exchange.endpoint.question(exchange.data)
+    question = last_user_question(exchange.data)
     if question is None:
         add_response_headers(exchange.request, {"parley-rag": "none"})
         return False
