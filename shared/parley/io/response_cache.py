@@ -31,6 +31,15 @@ class CachedAnswer:
     stored_at: float
 
 
+def _lease(key: str, holder: str, until: float) -> dict[str, Any]:
+    return {
+        "key": {"S": f"lease#{key}"},
+        "holder": {"S": holder},
+        "lease_until": {"N": f"{until:.3f}"},
+        "expires_at": {"N": str(int(until) + 1)},
+    }
+
+
 class ResponseCacheTable:
     def __init__(self, dynamodb: Any, table: str) -> None:
         self._dynamodb = dynamodb
@@ -70,12 +79,7 @@ class ResponseCacheTable:
         try:
             self._dynamodb.put_item(
                 TableName=self._table,
-                Item={
-                    "key": {"S": f"lease#{key}"},
-                    "holder": {"S": holder},
-                    "lease_until": {"N": f"{now + lease_seconds:.3f}"},
-                    "expires_at": {"N": str(int(now + lease_seconds) + 1)},
-                },
+                Item=_lease(key, holder, now + lease_seconds),
                 ConditionExpression="attribute_not_exists(#key) OR lease_until < :now",
                 ExpressionAttributeNames={"#key": "key"},
                 ExpressionAttributeValues={":now": {"N": f"{now:.3f}"}},
@@ -98,17 +102,8 @@ class ResponseCacheTable:
             if kept:
                 self._dynamodb.delete_item(TableName=self._table, Key={"key": {"S": f"lease#{key}"}}, **condition)
                 return
-            self._dynamodb.put_item(
-                TableName=self._table,
-                Item={
-                    "key": {"S": f"lease#{key}"},
-                    "holder": {"S": holder},
-                    "given_up": {"BOOL": True},
-                    "lease_until": {"N": f"{now + GIVEN_UP_SECONDS:.3f}"},
-                    "expires_at": {"N": str(int(now + GIVEN_UP_SECONDS) + 1)},
-                },
-                **condition,
-            )
+            given_up = {**_lease(key, holder, now + GIVEN_UP_SECONDS), "given_up": {"BOOL": True}}
+            self._dynamodb.put_item(TableName=self._table, Item=given_up, **condition)
         except self._dynamodb.exceptions.ConditionalCheckFailedException:
             pass
 

@@ -23,11 +23,19 @@ from ..io.worker import WorkerStream
 from ..telemetry import RequestOutcome
 from .pipeline.meter import note_usage
 
-__all__ = ["SSE_HEADERS", "chunks_or_silences", "close_upstream", "relay_chat_stream", "stream_answer"]
+__all__ = [
+    "SSE_HEADERS",
+    "SSE_MEDIA_TYPE",
+    "chunks_or_silences",
+    "close_upstream",
+    "relay_chat_stream",
+    "stream_answer",
+]
 
 logger = logging.getLogger("parley.stream")
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+SSE_MEDIA_TYPE = "text/event-stream; charset=utf-8"
 _BATCH_BYTES = 64 * 1024
 _DRAIN_SECONDS = 0.05
 
@@ -157,8 +165,7 @@ async def stream_answer(
         while not opening.done() and not (await asyncio.wait((opening,), timeout=ping_seconds))[0]:
             use_prompt_tokens()
             events = prelude.ping()
-            if recorder is not None:
-                recorder.record(events)
+            _note_events(outcome, events, recorder)
             yield encode_events(events)
         try:
             worker, upstream = opening.result()

@@ -34,6 +34,7 @@ from ...io.response_cache import GIVEN_UP, CachedAnswer
 from ...io.routes import Route
 from ..middleware import add_response_headers
 from ..responses import json_response
+from ..streaming import SSE_HEADERS, SSE_MEDIA_TYPE
 from ..upstream import unless_client_leaves
 from .exchange import Exchange
 from .meter import note_usage
@@ -195,8 +196,6 @@ def served_from_cache(exchange: Exchange, cached: CachedAnswer, model: str, stre
         )
     if not stream:
         return json_response(message)
-    from ..streaming import SSE_HEADERS
-
     body = encode_events(replay_events(message))
 
     async def replay() -> AsyncIterator[bytes]:
@@ -204,7 +203,7 @@ def served_from_cache(exchange: Exchange, cached: CachedAnswer, model: str, stre
             outcome.first_token_at = time.perf_counter()
         yield body
 
-    return StreamingResponse(replay(), media_type="text/event-stream; charset=utf-8", headers=SSE_HEADERS)
+    return StreamingResponse(replay(), media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
 
 
 async def kept_stream(

@@ -23,7 +23,7 @@ from ...io.worker import WorkerClient
 from ..accounting import admit
 from ..dependencies import resolve_route
 from ..responses import json_response
-from ..streaming import SSE_HEADERS, relay_chat_stream, stream_answer
+from ..streaming import SSE_HEADERS, SSE_MEDIA_TYPE, relay_chat_stream, stream_answer
 from ..tokenizer import prompt_token_count, tokenizing_worker
 from ..upstream import call_route, first_answer_or_error, unless_client_leaves
 from ..worker_requests import WorkerRequests, text_worker
@@ -37,7 +37,6 @@ from .retrieve import retrieve
 __all__ = ["call_chat", "call_messages"]
 
 _CHAT_PATH = "/chat/completions"
-_SSE = "text/event-stream; charset=utf-8"
 
 
 async def call_messages(exchange: Exchange) -> Response:
@@ -47,13 +46,11 @@ async def call_messages(exchange: Exchange) -> Response:
     if outcome is not None:
         outcome.stream = bool(message_request.stream)
         note_route(outcome, route, message_request.model)
-    requests = WorkerRequests(request, exchange.data, message_request, services.templates)
-    requests.prompt_tokens = requests.admission_estimate(route.worker, services.settings.pdf_max_text_chars)
+    requests = _worker_requests(exchange, message_request, route)
     await admit(request, services, exchange.key, route, requests.prompt_tokens)
     if await retrieve(exchange):
         message_request = messages_request_from(exchange.data)
-        requests = WorkerRequests(request, exchange.data, message_request, services.templates)
-        requests.prompt_tokens = requests.admission_estimate(route.worker, services.settings.pdf_max_text_chars)
+        requests = _worker_requests(exchange, message_request, route)
     looked_up = await look_up_answer(exchange, route, exchange.data)
     if isinstance(looked_up, CachedAnswer):
         return served_from_cache(exchange, looked_up, message_request.model, bool(message_request.stream))
@@ -63,6 +60,14 @@ async def call_messages(exchange: Exchange) -> Response:
         if looked_up is not None:
             await looked_up.release()
         raise
+
+
+def _worker_requests(exchange: Exchange, message_request: MessagesRequest, route: Route) -> WorkerRequests:
+    """What the route's workers get, with the prompt's size estimated for admission."""
+    services = exchange.services
+    requests = WorkerRequests(exchange.request, exchange.data, message_request, services.templates)
+    requests.prompt_tokens = requests.admission_estimate(route.worker, services.settings.pdf_max_text_chars)
+    return requests
 
 
 async def _called(
@@ -112,7 +117,7 @@ async def _called(
         )
         if ticket is not None and recorder is not None:
             stream = kept_stream(stream, recorder, ticket)
-        return StreamingResponse(stream, media_type=_SSE, headers=SSE_HEADERS)
+        return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
     _, (message, usage) = await unless_client_leaves(
         request,
         call_route(
@@ -163,7 +168,7 @@ async def call_chat(exchange: Exchange) -> Response:
         relay = ChatStreamRelay(model, prompt_tokens, wants_usage, chat_answer_guard(exchange))
         return StreamingResponse(
             relay_chat_stream(opening, relay, services.settings.ping_seconds, outcome),
-            media_type=_SSE,
+            media_type=SSE_MEDIA_TYPE,
             headers=SSE_HEADERS,
         )
 
