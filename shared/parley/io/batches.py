@@ -42,6 +42,7 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..core.batches import RESULTS_RETENTION, BatchRecord, ListQuery, RequestCounts, result_line
+from .tables import MAX_VALUE_BYTES
 
 __all__ = [
     "MAX_RESULT_BYTES",
@@ -56,7 +57,7 @@ __all__ = [
     "StoredBatch",
 ]
 
-MAX_RESULT_BYTES = 350_000
+MAX_RESULT_BYTES = MAX_VALUE_BYTES
 """The largest result kept, as its compressed JSONL line (a DynamoDB item holds at most 400 KB)."""
 
 ResultKind = Literal["succeeded", "errored", "canceled", "expired"]

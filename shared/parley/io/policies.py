@@ -23,11 +23,12 @@ import orjson
 from ..core.errors import ApiError
 from ..core.policy import NO_POLICY, Policy, PolicyError, parse_policy, policy_document
 from .expiring import ExpiringCache
+from .tables import MAX_VALUE_BYTES
 
 __all__ = ["MAX_DOCUMENT_BYTES", "PolicyStore", "policy_scope"]
 
-MAX_DOCUMENT_BYTES = 350_000
-"""The largest document stored (a DynamoDB item holds at most 400 KB)."""
+MAX_DOCUMENT_BYTES = MAX_VALUE_BYTES
+"""The largest document stored."""
 
 _BATCH_ATTEMPTS = 5
 

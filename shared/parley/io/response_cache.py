@@ -17,9 +17,11 @@ from typing import Any
 
 import orjson
 
+from .tables import MAX_VALUE_BYTES
+
 __all__ = ["GIVEN_UP", "MAX_STORED_BYTES", "CachedAnswer", "Flights", "ResponseCacheTable"]
 
-MAX_STORED_BYTES = 350_000
+MAX_STORED_BYTES = MAX_VALUE_BYTES
 GIVEN_UP = "given-up"
 """What `claim` answers while the last leader's answer was not kept."""
 GIVEN_UP_SECONDS = 10.0

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TABLES", "TIME_TO_LIVE", "create_tables"]
+__all__ = ["MAX_VALUE_BYTES", "TABLES", "TIME_TO_LIVE", "create_tables"]
+
+MAX_VALUE_BYTES = 350_000
+"""The most one stored value (a policy document, a kept answer, a batch result) may take of a
+DynamoDB item, which holds at most 400 KB with its keys and other attributes."""
 
 TABLES: dict[str, dict[str, Any]] = {
     "keys": {
