@@ -2,8 +2,8 @@
 a temporary folder, and what is LanceDB's own: a lazy import, compaction of many writes, and two
 writers on S3 with the DynamoDB commit store. The commit table is on DynamoDB Local, as all of
 the suite's DynamoDB is; S3 is moto's server, a mock, because no S3-compatible server can be
-installed from the registries this project reaches (MinIO, S3Mock and ElasticMQ's hosts do not
-resolve; docs/rag.md)."""
+installed from the registries this project reaches (neither MinIO's nor Adobe S3Mock's host
+resolves; docs/rag.md)."""
 
 from __future__ import annotations
 
