@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 
 from tests.fakeworker import FakeWorker
-from tests.stack import embedded_dynamodb
+from tests.stack import BatchBackendsForTests, batch_backends, embedded_dynamodb
 
 WORKER_MODEL = "fake-model"
 
@@ -21,6 +21,14 @@ def dynamodb() -> Iterator[Any]:
     """Amazon DynamoDB Local, one server for the whole run; each stack makes its own tables."""
     with embedded_dynamodb() as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def batch_store_backends(dynamodb: Any) -> Iterator[BatchBackendsForTests]:
+    """The embedded S3 and SQS of message batches, one server for the whole run; each stack makes
+    its own bucket and queue (`settings_for`)."""
+    with batch_backends() as backends:
+        yield backends
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ import uvicorn
 
 from parley.io.routes import Route
 from parley.io.tables import create_tables
+from parley.local.batch_backends import BatchBackends
 from parley.local.dynamodb_local import DynamoDBLocal
 from parley.settings import Settings
 from parley.web.app import create_app
@@ -31,7 +32,9 @@ from parley.web.services import Services
 __all__ = [
     "AWS_ENV",
     "ERROR_BODIES",
+    "BatchBackendsForTests",
     "RunningParley",
+    "batch_backends",
     "dynamodb_client",
     "embedded_dynamodb",
     "free_port",
@@ -89,6 +92,54 @@ def embedded_dynamodb() -> Iterator[Any]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@dataclass(frozen=True)
+class BatchBackendsForTests:
+    """The embedded S3 and SQS of message batches (moto's server, a child process)."""
+
+    endpoint_url: str
+    s3: Any
+    sqs: Any
+
+    def settings_for(self, name: str, visibility_seconds: int = 60) -> dict[str, Any]:
+        """Settings fields for a stack with its own bucket and queue, polled by the stack itself."""
+        self.s3.create_bucket(Bucket=name)
+        queue_url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
+        return {
+            "batch_bucket": name,
+            "batch_queue_url": queue_url,
+            "batch_poll": True,
+            "batch_visibility_seconds": visibility_seconds,
+        }
+
+
+@contextmanager
+def batch_backends() -> Iterator[BatchBackendsForTests]:
+    """moto's server on a free loopback port, with S3 and SQS clients of it; boto3 clients made in
+    this process (Services.build's) reach it through AWS_ENDPOINT_URL_S3 / _SQS for the duration."""
+    names = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SQS")
+    saved = {name: os.environ.get(name) for name in names}
+    with BatchBackends() as server:
+        server.use()
+        try:
+            clients = {
+                service: boto3.client(
+                    service,
+                    endpoint_url=server.endpoint_url,
+                    region_name=AWS_ENV["AWS_DEFAULT_REGION"],
+                    aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+                    aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+                )
+                for service in ("s3", "sqs")
+            }
+            yield BatchBackendsForTests(server.endpoint_url, clients["s3"], clients["sqs"])
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def wait_until_healthy(url: str, is_alive: Callable[[], bool], seconds: float = 15.0) -> None:

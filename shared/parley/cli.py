@@ -412,13 +412,14 @@ def _routes(args: argparse.Namespace) -> int:
         )
         store.put(
             Route(
-                prices=Prices(args.input_price, args.output_price, args.cache_hit_price),
+                prices=Prices(args.input_price, args.output_price, args.cache_hit_price, args.batch_price_factor),
                 model=args.model,
                 workers=workers,
                 aliases=tuple(args.alias or ()),
                 display_name=args.display_name or args.model,
                 timeouts=timeouts,
                 account=args.account,
+                batch_slots=args.batch_slots,
             )
         )
         owner = f" for account {args.account}" if args.account else ""
@@ -518,6 +519,18 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="USD per million tokens (input and output) of an answer from the response cache (docs/cache.md)",
+    )
+    add.add_argument(
+        "--batch-price-factor",
+        type=float,
+        default=0.5,
+        help="the share of the input and output prices a message batch's request pays (default 0.5, docs/batches.md)",
+    )
+    add.add_argument(
+        "--batch-slots",
+        type=int,
+        default=4,
+        help="how many worker calls message batches may have in flight on this route (default 4; 0: no batches)",
     )
     routes.add_parser("list")
     remove = routes.add_parser("remove")

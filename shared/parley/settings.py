@@ -33,6 +33,16 @@ class Settings:
     policies_table: str = "parley-policies"
     response_cache_table: str = "parley-response-cache"
     batches_table: str = "parley-batches"
+    # Message batches (docs/batches.md): the bucket of their requests and results, the queue of
+    # their chunks (unset: no batches), whether this process polls the queue itself (locally;
+    # in AWS the queue triggers the batch function), how many of a batch's requests one process
+    # runs at once, and how many times a request that failed for a passing reason is tried.
+    batch_bucket: str = ""
+    batch_queue_url: str = ""
+    batch_poll: bool = False
+    batch_concurrency: int = 16
+    batch_attempts: int = 4
+    batch_visibility_seconds: int = 60  # a polled chunk comes back this long after its poller died
     # How long duplicates of a request whose answer is not kept yet wait for it (docs/cache.md).
     cache_lease_seconds: float = 60.0
     # Where knowledge bases live (docs/rag.md): a folder, or s3://bucket/prefix (s3+ddb:// for
@@ -97,6 +107,12 @@ class Settings:
             policies_table=os.environ.get("PARLEY_POLICIES_TABLE", defaults.policies_table),
             response_cache_table=os.environ.get("PARLEY_RESPONSE_CACHE_TABLE", defaults.response_cache_table),
             batches_table=os.environ.get("PARLEY_BATCHES_TABLE", defaults.batches_table),
+            batch_bucket=os.environ.get("PARLEY_BATCH_BUCKET", defaults.batch_bucket),
+            batch_queue_url=os.environ.get("PARLEY_BATCH_QUEUE_URL", defaults.batch_queue_url),
+            batch_poll=os.environ.get("PARLEY_BATCH_POLL", "") == "1",
+            batch_concurrency=_int("PARLEY_BATCH_CONCURRENCY", defaults.batch_concurrency),
+            batch_attempts=_int("PARLEY_BATCH_ATTEMPTS", defaults.batch_attempts),
+            batch_visibility_seconds=_int("PARLEY_BATCH_VISIBILITY_SECONDS", defaults.batch_visibility_seconds),
             cache_lease_seconds=_float("PARLEY_CACHE_LEASE_SECONDS", defaults.cache_lease_seconds),
             knowledge_bases_uri=os.environ.get("PARLEY_KNOWLEDGE_BASES_URI", defaults.knowledge_bases_uri),
             account_cache_seconds=_float("PARLEY_ACCOUNT_CACHE_SECONDS", defaults.account_cache_seconds),

@@ -78,6 +78,7 @@ class RequestOutcome:
     client_disconnected: bool = False
     cache: str | None = None  # the response cache's verdict: hit, miss or bypass (docs/cache.md)
     retrieved_tokens: int = 0  # put into the prompt from a knowledge base (docs/rag.md)
+    batch: bool = False  # one request of a message batch (docs/batches.md)
     prices: Prices = field(default_factory=Prices, repr=False)
     allowances: list[Any] = field(default_factory=list, repr=False)
     estimated_tokens: int = 0

@@ -8,7 +8,7 @@ import threading
 import time
 from collections import deque
 from http import HTTPStatus
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from .anthropic import render_anthropic_buffered, render_anthropic_stream
 from .retrieval import DEFAULT_DIMENSIONS, embeddings_answer, rerank_answer
@@ -141,7 +141,8 @@ class FakeWorker:
     """A scriptable fake vLLM / Ollama / llama.cpp / SGLang worker on 127.0.0.1.
 
     Each POST /v1/chat/completions (or POST /v1/messages, answered in Anthropic's shape) takes the
-    next enqueued script (``Answer(text="ok")`` when the queue is empty). POST /tokenize answers
+    next enqueued script; when the queue is empty, what ``responder`` makes of the request's body,
+    else ``Answer(text="ok")``. POST /tokenize answers
     ``token_count``, or when it is None a count of its own from the prompt's size (a third of its
     bytes: not Parley's estimate, so a test can tell the two apart). Every request is recorded in
     ``requests``; ``disconnects`` counts connections the client closed before the response was
@@ -160,6 +161,9 @@ class FakeWorker:
         self.token_count: int | None = None
         self.strict_template = False
         self.embedding_dimensions = DEFAULT_DIMENSIONS
+        # What a chat request gets when no script is enqueued: responder(its parsed body) → a
+        # script, or None for the default. Called on the worker's thread, once per request.
+        self.responder: Callable[[Any], Script | None] | None = None
         self._cond = threading.Condition()
         self._queue: deque[Script] = deque()
         self._requests: list[dict[str, Any]] = []
@@ -254,6 +258,7 @@ class FakeWorker:
             self.token_count = None
             self.strict_template = False
             self.embedding_dimensions = DEFAULT_DIMENSIONS
+            self.responder = None
 
     def close(self) -> None:
         if self._closed:
@@ -279,9 +284,16 @@ class FakeWorker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
 
-    def _next_script(self) -> Script:
+    def _next_script(self, body: Any = None) -> Script:
         with self._cond:
-            return self._queue.popleft() if self._queue else Answer(text="ok")
+            responder = self.responder
+            if self._queue:
+                return self._queue.popleft()
+        if responder is not None:
+            script = responder(body)
+            if script is not None:
+                return script
+        return Answer(text="ok")
 
     def _record(self, request: dict[str, Any]) -> None:
         retrieval = request["method"] == "POST" and request["path"].split("?", 1)[0] in RETRIEVAL_PATHS
@@ -387,7 +399,7 @@ class FakeWorker:
             return not close
         if request["method"] == "POST" and path in (CHAT_PATH, MESSAGES_PATH):
             request["anthropic"] = path == MESSAGES_PATH
-            return await self._serve_script(conn, request, self._next_script())
+            return await self._serve_script(conn, request, self._next_script(request["body"]))
         if request["method"] == "POST" and path in RETRIEVAL_PATHS:
             return await self._serve_retrieval(conn, request, path)
         if request["method"] == "POST" and path == TOKENIZE_PATH:

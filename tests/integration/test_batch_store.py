@@ -53,7 +53,7 @@ def _account(name: str) -> str:
 
 def _new(store: BatchStore, account: str, requests: int = 3, created_at: datetime = NOW) -> BatchRecord:
     record = BatchRecord(new_batch_id(), account, created_at, RequestCounts(processing=requests))
-    store.create(record, key_id="key-1", chunks=1)
+    store.create(record, key_hash="hash-1", chunks=1)
     return record
 
 
@@ -85,15 +85,15 @@ def _items(dynamodb, partition: str) -> list[dict]:
 def test_a_batch_is_kept_whole_and_only_its_account_sees_it(dynamodb, store):
     account = _account("owner")
     record = BatchRecord(new_batch_id(), account, NOW, RequestCounts(processing=7))
-    store.create(record, key_id="key-7", chunks=2)
+    store.create(record, key_hash="hash-7", chunks=2)
 
     assert store.get(record.id, account) == record
     assert store.get(record.id, _account("stranger")) is None
     assert store.get(new_batch_id(), account) is None
-    assert store.get_any(record.id) == StoredBatch(record, "key-7", 2)
+    assert store.get_any(record.id) == StoredBatch(record, "hash-7", 2)
     assert store.get_any(new_batch_id()) is None
     with pytest.raises(BatchExistsError):
-        store.create(record, key_id="key-7", chunks=2)
+        store.create(record, key_hash="hash-7", chunks=2)
 
     [batch] = _items(dynamodb, f"batch#{record.id}")
     assert batch["created_at"] == {"N": "1803902400.914571"}, "epoch seconds with exactly the microseconds"

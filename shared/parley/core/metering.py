@@ -33,17 +33,25 @@ class Prices:
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
     cache_hit_per_mtok: float = 0.0  # every token of an answer served from the response cache
+    batch_factor: float = 0.5  # a message batch's requests pay this share of the input and output prices
 
 
 def cost_micros(
-    prices: Prices, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0, cache_hit: bool = False
+    prices: Prices,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int = 0,
+    cache_hit: bool = False,
+    batch: bool = False,
 ) -> int:
     """What a request costs; cached prompt tokens are billed as input tokens. An answer from the
-    response cache (docs/cache.md) is billed at the cache-hit price for all its tokens."""
+    response cache (docs/cache.md) is billed at the cache-hit price for all its tokens; a message
+    batch's request (docs/batches.md) at the batch share of the input and output prices."""
     tokens_in = input_tokens + cache_read_tokens
     if cache_hit:
         return round((tokens_in + output_tokens) * prices.cache_hit_per_mtok)
-    return round(tokens_in * prices.input_per_mtok + output_tokens * prices.output_per_mtok)
+    share = prices.batch_factor if batch else 1.0
+    return round((tokens_in * prices.input_per_mtok + output_tokens * prices.output_per_mtok) * share)
 
 
 def usd(micros: int) -> float:
@@ -121,6 +129,7 @@ class UsageEvent:
     requested_model: str | None = None  # the client's spelling, when it is not the route's name
     cache_hit: bool = False  # answered from the response cache, without a worker
     retrieved_tokens: int = 0  # of input_tokens, what retrieval put into the prompt (an estimate)
+    batch: bool = False  # one request of a message batch, priced at the route's batch share
 
     def aggregate_keys(self) -> list[tuple[str, str]]:
         """(partition, sort) of every aggregate this event adds to. Per key and per account: the day,

@@ -49,7 +49,7 @@ _COUNT_FIELDS = {
     "retrieved_tokens",
 }
 _TIME_FIELDS = {"at", "latency_ms", "time_to_first_token_ms"}
-_FLAG_FIELDS = {"stream", "client_disconnected", "cache_hit"}
+_FLAG_FIELDS = {"stream", "client_disconnected", "cache_hit", "batch"}
 
 
 class UsageLineError(ValueError):

@@ -4,7 +4,7 @@ result of each of its requests once it has finished.
 Items (every one carries `expires_at`, the table's TTL: the batch's creation + 29 days, when its
 results are archived; not the batch's own 24-hour `expires_at`, which follows from `created_at`):
 
-    pk=batch#<id>        sk=batch                 the batch: account, key_id, created_at,
+    pk=batch#<id>        sk=batch                 the batch: account, key_hash, created_at,
                                                   request_count, chunks, one counter per result
                                                   kind (ADDed to), cancel_initiated_at, ended_at
     pk=account#<account> sk=batch#<created>#<id>  the listing: an account's batches, by time
@@ -93,10 +93,11 @@ class BatchStoreBusyError(BatchStoreError):
 
 @dataclass(frozen=True, slots=True)
 class StoredBatch:
-    """A batch with what only the processor needs: the key that made it, its work items."""
+    """A batch with what only the processor needs: the SHA-256 of the key that made it (never
+    the key), its chunks."""
 
     record: BatchRecord
-    key_id: str
+    key_hash: str
     chunks: int
 
 
@@ -109,9 +110,9 @@ class BatchStore:
 
     # --- batches -------------------------------------------------------------------------------
 
-    def create(self, record: BatchRecord, key_id: str, chunks: int) -> None:
+    def create(self, record: BatchRecord, key_hash: str, chunks: int) -> None:
         """Keep a new batch and its listing item together; BatchExistsError when the id is taken."""
-        batch = _batch_item(record, key_id, chunks)
+        batch = _batch_item(record, key_hash, chunks)
         listing = {
             "pk": {"S": _account_pk(record.account)},
             "sk": {"S": _listing_sk(record.id, record.created_at)},
@@ -144,7 +145,7 @@ class BatchStore:
         item = self._batch(batch_id)
         if item is None:
             return None
-        return StoredBatch(_record(item), item["key_id"]["S"], int(item["chunks"]["N"]))
+        return StoredBatch(_record(item), item["key_hash"]["S"], int(item["chunks"]["N"]))
 
     def list(self, account: str, query: ListQuery) -> tuple[list[BatchRecord], bool]:
         """A page of the account's batches, newest first, and whether there are more beyond it
@@ -454,13 +455,13 @@ class _Refused(Exception):
 # --- items ---------------------------------------------------------------------------------------
 
 
-def _batch_item(record: BatchRecord, key_id: str, chunks: int) -> dict[str, Any]:
+def _batch_item(record: BatchRecord, key_hash: str, chunks: int) -> dict[str, Any]:
     counts = record.request_counts
     item: dict[str, Any] = {
         **_batch_key(record.id),
         "batch_id": {"S": record.id},
         "account": {"S": record.account},
-        "key_id": {"S": key_id},
+        "key_hash": {"S": key_hash},
         "created_at": _time(record.created_at),
         "request_count": {"N": str(record.request_count)},
         "chunks": {"N": str(chunks)},

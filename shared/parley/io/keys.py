@@ -14,7 +14,7 @@ from ..core.metering import Limits
 from .accounts import limits_from_item, limits_to_item
 from .expiring import ExpiringCache
 
-__all__ = ["KEY_PREFIX", "KeyRecord", "KeyStore", "check_active", "hash_key"]
+__all__ = ["KEY_PREFIX", "KeyRecord", "KeyStore", "check_active", "check_active_hash", "hash_key"]
 
 KEY_PREFIX = "sk-parley-"
 
@@ -110,14 +110,20 @@ class KeyStore:
 
     def cached(self, key: str) -> KeyRecord | None | object:
         """The cached answer for this key, or ExpiringCache.MISSING (no I/O)."""
-        return self._cache.get(hash_key(key))
+        return self.cached_hash(hash_key(key))
+
+    def cached_hash(self, key_hash: str) -> KeyRecord | None | object:
+        return self._cache.get(key_hash)
 
     def due(self, key: str) -> bool:
         """Whether this key's cached answer should be looked up again now (ExpiringCache.due)."""
         return self._cache.due(hash_key(key))
 
     def lookup(self, key: str) -> KeyRecord | None:
-        key_hash = hash_key(key)
+        return self.lookup_hash(hash_key(key))
+
+    def lookup_hash(self, key_hash: str) -> KeyRecord | None:
+        """The key whose SHA-256 this is (a message batch keeps only that of the key that made it)."""
         item = self._dynamodb.get_item(TableName=self._table, Key={"key_hash": {"S": key_hash}}).get("Item")
         record = _record(item) if item else None
         self._cache.put(key_hash, record)
@@ -153,7 +159,11 @@ class KeyStore:
 
 def check_active(record: KeyRecord | None, key: str) -> KeyRecord:
     """The key's record if it may be used now. The stored hash is compared in constant time."""
-    if record is None or not hmac.compare_digest(record.key_hash, hash_key(key)):
+    return check_active_hash(record, hash_key(key))
+
+
+def check_active_hash(record: KeyRecord | None, key_hash: str) -> KeyRecord:
+    if record is None or not hmac.compare_digest(record.key_hash, key_hash):
         raise AuthenticationError("invalid x-api-key")
     if record.status != "active":
         raise AuthenticationError("This API key has been revoked.")

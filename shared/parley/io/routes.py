@@ -141,11 +141,16 @@ class Route:
     prices: Prices = Prices()
     timeouts: Timeouts = Timeouts()
     account: str | None = None
+    batch_slots: int = 4  # how many calls message batches may have in flight on this route, across instances
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
     def __post_init__(self) -> None:
         if not self.workers:
             raise ValueError("a route needs at least one worker")
+        if self.batch_slots < 0:
+            raise ValueError("batch_slots must be 0 (no batches) or more")
+        if not 0 <= self.prices.batch_factor <= 1:
+            raise ValueError("the batch price factor must be from 0 to 1")
 
     @property
     def worker(self) -> Worker:
@@ -170,7 +175,9 @@ def _route(item: dict[str, Any]) -> Route:
             input_per_mtok=float(item.get("input_usd_per_mtok", {}).get("N", 0)),
             output_per_mtok=float(item.get("output_usd_per_mtok", {}).get("N", 0)),
             cache_hit_per_mtok=float(item.get("cache_hit_usd_per_mtok", {}).get("N", 0)),
+            batch_factor=float(item.get("batch_price_factor", {}).get("N", Prices.batch_factor)),
         ),
+        batch_slots=int(item.get("batch_slots", {}).get("N", Route.batch_slots)),
         timeouts=Timeouts(**timeouts),
         account=account,
     )
@@ -196,6 +203,8 @@ class RouteStore:
             "input_usd_per_mtok": {"N": str(route.prices.input_per_mtok)},
             "output_usd_per_mtok": {"N": str(route.prices.output_per_mtok)},
             "cache_hit_usd_per_mtok": {"N": str(route.prices.cache_hit_per_mtok)},
+            "batch_price_factor": {"N": str(route.prices.batch_factor)},
+            "batch_slots": {"N": str(route.batch_slots)},
             "timeouts": {"S": orjson.dumps(asdict(route.timeouts)).decode()},
         }
         if route.aliases:

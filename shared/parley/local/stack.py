@@ -36,6 +36,7 @@ from ..io.policies import PolicyStore
 from ..io.routes import Route, RouteStore, Worker
 from ..io.tables import create_tables
 from ..settings import Settings
+from .batch_backends import BATCH_BUCKET, BatchBackends, BatchBackendsUnavailableError
 from .dynamodb_local import DynamoDBLocal, DynamoDBLocalUnavailableError, _free_port, use_local_aws_defaults
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "read_policy_file",
     "run_dev",
     "seed",
+    "start_batch_backends",
     "start_embedded_dynamodb",
     "use_local_aws_defaults",
     "use_local_pii_key",
@@ -193,11 +195,29 @@ def run_dev() -> None:
     database = None
     if not os.environ.get("AWS_ENDPOINT_URL_DYNAMODB"):
         database = start_embedded_dynamodb(data_dir / "dynamodb")
+    batch_backends = None if os.environ.get("PARLEY_BATCH_QUEUE_URL") else start_batch_backends()
     try:
         _run_dev(boto3.client("dynamodb"), data_dir if database else None, policy, policy_file)
     finally:
+        if batch_backends is not None:
+            batch_backends.stop()
         if database is not None:  # after Parley's shutdown, which meters what its journal holds
             database.stop()
+
+
+def start_batch_backends() -> BatchBackends:
+    """The embedded S3 and SQS of message batches (local/batch_backends.py), polled by Parley."""
+    import boto3
+
+    try:
+        backends = BatchBackends().start()
+    except BatchBackendsUnavailableError as error:
+        sys.exit(f"parley dev: the embedded S3 and SQS of message batches cannot start: {error}")
+    backends.use()
+    os.environ["PARLEY_BATCH_QUEUE_URL"] = backends.create(boto3.client("s3"), boto3.client("sqs"))
+    os.environ["PARLEY_BATCH_BUCKET"] = BATCH_BUCKET
+    os.environ["PARLEY_BATCH_POLL"] = "1"
+    return backends
 
 
 def _run_dev(dynamodb: object, data_dir: Path | None, policy: object | None, policy_file: str) -> None:

@@ -88,8 +88,10 @@ async def admit(request: Request, services: Services, key: KeyRecord, route: Rou
                     f"Your credit balance is too low to access this API: {_whose(scope)} monthly spend "
                     f"limit of ${limits.monthly_spend_usd:,.2f} is reached."
                 )
-    allowances = await _acquire(services, scopes, estimated_tokens, now)
     outcome = outcome_of(request)
+    # A message batch's requests are held to the route's batch slots, not to rate limits.
+    batch = outcome is not None and outcome.batch
+    allowances = [] if batch else await _acquire(services, scopes, estimated_tokens, now)
     if outcome is not None:
         outcome.prices, outcome.allowances, outcome.estimated_tokens = route.prices, allowances, estimated_tokens
     if allowances:
@@ -133,6 +135,7 @@ def usage_event(outcome: RequestOutcome) -> UsageEvent | None:
             outcome.output_tokens,
             outcome.cache_read_input_tokens,
             cache_hit=outcome.cache == "hit",
+            batch=outcome.batch,
         ),
         latency_ms=outcome.latency_ms,
         time_to_first_token_ms=outcome.time_to_first_token_ms,
@@ -141,6 +144,7 @@ def usage_event(outcome: RequestOutcome) -> UsageEvent | None:
         requested_model=outcome.requested_model,
         cache_hit=outcome.cache == "hit",
         retrieved_tokens=outcome.retrieved_tokens,
+        batch=outcome.batch,
     )
 
 

@@ -21,9 +21,11 @@ from ..core.errors import (
     RequestTooLargeError,
 )
 from ..io.background import drain
-from . import chat_completions, messages, models, usage
+from . import batches, chat_completions, messages, models, usage
 from .accounting import record_outcome
+from .batch_runner import poll_batch_queue
 from .chat_completions import CHAT_COMPLETIONS_PATH
+from .dependencies import services_of_app
 from .middleware import RequestContextMiddleware, outcome_of
 from .openapi import install_openapi
 from .responses import error_response, json_response
@@ -97,7 +99,12 @@ async def _client_disconnected(request: Request, error: ClientDisconnected) -> R
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    poller = None
+    if services_of_app(app).settings.batch_poll:  # locally: this process runs the batches (docs/batches.md)
+        poller = poll_batch_queue(app, asyncio.get_running_loop())
     yield
+    if poller is not None:
+        await asyncio.to_thread(poller.stop)
     await drain()  # cache refreshes under way
     services = app.state.services
     if services is not None:  # the usage journal's loop meters what is left (for a few seconds)
@@ -119,6 +126,7 @@ def create_app(services_factory: Callable[[], Services] = Services.from_environm
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(ClientDisconnected, _client_disconnected)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
+    app.include_router(batches.router)
     app.include_router(messages.router)
     app.include_router(chat_completions.router)
     app.include_router(models.router)

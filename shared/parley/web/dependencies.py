@@ -17,9 +17,9 @@ from ..core.errors import (
 )
 from ..io.background import refresh_in_background
 from ..io.expiring import ExpiringCache
-from ..io.keys import KeyRecord, check_active
+from ..io.keys import KeyRecord, check_active, check_active_hash
 from ..io.routes import Route, match_route
-from .middleware import outcome_of
+from .middleware import batch_call_of, outcome_of
 from .services import Services
 
 __all__ = ["store_call", "authenticate", "load_routes", "read_body", "resolve_route", "services_of", "services_of_app"]
@@ -60,6 +60,24 @@ def _presented_key(request: Request) -> str | None:
 
 
 async def authenticate(request: Request) -> KeyRecord:
+    call = batch_call_of(request)
+    record = await _batch_key(request, call.key_hash) if call is not None else await _presented(request)
+    outcome = outcome_of(request)
+    if outcome is not None:
+        outcome.key_id, outcome.account = record.key_id, record.account
+    return record
+
+
+async def _batch_key(request: Request, key_hash: str) -> KeyRecord:
+    """The key that made the batch (as it stands now: revoked since, its requests are refused)."""
+    keys = services_of(request).keys
+    record = keys.cached_hash(key_hash)
+    if record is ExpiringCache.MISSING:
+        record = await store_call(keys.lookup_hash, key_hash)
+    return check_active_hash(record, key_hash)  # type: ignore[arg-type]
+
+
+async def _presented(request: Request) -> KeyRecord:
     key = _presented_key(request)
     if not key:
         raise AuthenticationError("x-api-key header is required")
@@ -71,11 +89,7 @@ async def authenticate(request: Request) -> KeyRecord:
         record = await store_call(keys.lookup, key)
     elif keys.due(key):
         refresh_in_background(keys.lookup, key)
-    record = check_active(record, key)  # type: ignore[arg-type]
-    outcome = outcome_of(request)
-    if outcome is not None:
-        outcome.key_id, outcome.account = record.key_id, record.account
-    return record
+    return check_active(record, key)  # type: ignore[arg-type]
 
 
 async def read_body(request: Request, limit: int) -> bytes:

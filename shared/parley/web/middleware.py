@@ -6,14 +6,35 @@ the local journal, no network, docs/metering.md), so this module depends on no o
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..core.ids import new_request_id
 from ..telemetry import RequestOutcome
 
-__all__ = ["RequestContextMiddleware", "add_response_headers", "outcome_of"]
+__all__ = ["BATCH_CALL", "BatchCall", "RequestContextMiddleware", "add_response_headers", "batch_call_of", "outcome_of"]
 
 _OBSERVED_PREFIX = "/v1/"
+
+BATCH_CALL = "parley.batch_call"
+"""The ASGI scope key of a message batch's request run in-process (web/batch_runner.py). Only
+the runner builds such a scope: no header or body of a client's can set it."""
+
+
+@dataclass(slots=True)
+class BatchCall:
+    """A batch request's call: its request id (the same on every run of it, so a request run
+    again after a crash is metered once), the SHA-256 of the key that made the batch, and the
+    outcome, kept here for the runner to record once it knows the call is final (a transient
+    failure that is retried is not metered)."""
+
+    request_id: str
+    key_hash: str
+    outcome: RequestOutcome | None = None
+
+
+def batch_call_of(request: Any) -> BatchCall | None:
+    return request.scope.get(BATCH_CALL)
 
 
 def outcome_of(request: Any) -> RequestOutcome | None:
@@ -35,13 +56,15 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = new_request_id()
+        call: BatchCall | None = scope.get(BATCH_CALL)
+        request_id = call.request_id if call is not None else new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         encoded = request_id.encode()
         outcome = None
         if scope["path"].startswith(_OBSERVED_PREFIX):
             outcome = state["outcome"] = RequestOutcome(request_id, scope["method"], scope["path"])
+            outcome.batch = call is not None
 
         async def finish(final: dict[str, Any] | None = None) -> None:
             """Record the outcome, then send `final` (the response's last message) if given."""
@@ -52,7 +75,10 @@ class RequestContextMiddleware:
                 return
             finished, outcome = outcome, None
             finished.finished = time.perf_counter()
-            self.record(scope["app"], finished)
+            if call is not None:
+                call.outcome = finished
+            else:
+                self.record(scope["app"], finished)
             if final is not None:
                 await send(final)
 

@@ -8,6 +8,10 @@ from typing import Any
 
 from ..core.request_guard import JudgedBlocks
 from ..io.accounts import AccountStore
+from ..io.batch_objects import BatchObjects
+from ..io.batch_queue import BatchQueue
+from ..io.batch_slots import RouteSlots
+from ..io.batches import BatchStore
 from ..io.chat_templates import ChatTemplates
 from ..io.egress import public_only_connector
 from ..io.failover import FailoverPolicy, WorkerHealth
@@ -51,9 +55,21 @@ class Services:
     response_cache: ResponseCacheTable
     flights: Flights  # this instance's requests calling a worker for a cache key
     knowledge_bases: Any  # KnowledgeBaseStore (LanceDB) or S3 Vectors', opened on first use (docs/rag.md)
+    batches: BatchStore
+    batch_slots: RouteSlots
+    batch_objects: BatchObjects | None  # None: no batch bucket and queue are set, no batches
+    batch_queue: BatchQueue | None
 
     @classmethod
-    def build(cls, settings: Settings, dynamodb: Any, telemetry: Telemetry | None = None) -> "Services":
+    def build(
+        cls,
+        settings: Settings,
+        dynamodb: Any,
+        telemetry: Telemetry | None = None,
+        s3: Any = None,
+        sqs: Any = None,
+    ) -> "Services":
+        """`s3` and `sqs` (boto3 clients) are made here when not given and batches are set up."""
         usage = UsageStore(
             dynamodb,
             settings.usage_table,
@@ -91,7 +107,14 @@ class Services:
             response_cache=ResponseCacheTable(dynamodb, settings.response_cache_table),
             flights=Flights(),
             knowledge_bases=knowledge_base_store(settings.knowledge_bases_uri),
+            batches=BatchStore(dynamodb, settings.batches_table),
+            batch_slots=RouteSlots(dynamodb, settings.batches_table),
+            **_batch_io(settings, s3, sqs),
         )
+
+    @property
+    def batches_enabled(self) -> bool:
+        return self.batch_objects is not None and self.batch_queue is not None
 
     def metered(self, timeout: float = 30.0) -> bool:
         """Wait until the usage of every request that has ended is in DynamoDB (a local journal's
@@ -106,3 +129,16 @@ class Services:
         import boto3  # imported here: the app module must import fast and touch no network
 
         return cls.build(Settings.from_environment(), boto3.client("dynamodb"))
+
+
+def _batch_io(settings: Settings, s3: Any, sqs: Any) -> dict[str, Any]:
+    if not (settings.batch_bucket and settings.batch_queue_url):
+        return {"batch_objects": None, "batch_queue": None}
+    if s3 is None or sqs is None:
+        import boto3
+
+        s3, sqs = s3 or boto3.client("s3"), sqs or boto3.client("sqs")
+    return {
+        "batch_objects": BatchObjects(s3, settings.batch_bucket),
+        "batch_queue": BatchQueue(sqs, settings.batch_queue_url),
+    }

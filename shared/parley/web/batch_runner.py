@@ -1,0 +1,307 @@
+"""A message batch's requests, run one chunk at a time (docs/batches.md).
+
+Each request goes through the app itself, in-process, as `POST /v1/messages` (so it gets the
+pipeline every request gets: validation, policy, retrieval, cache, failover, metering), with a
+`BatchCall` in its ASGI scope, which no client can set: it names the key that made the batch
+(by its hash), gives the call its request id, `<batch id>-<index>`, the same on every run of
+the request, and makes the route's batch price apply.
+
+For each request of a chunk not finished yet, in order:
+- canceled: the batch is being canceled (read again at most every second), or expired: its
+  24 hours are over; neither calls a worker;
+- otherwise it waits for one of its route's batch slots (io/batch_slots.py), then is called;
+  a passing failure (429, 5xx, 529) is tried again with backoff, up to `batch_attempts`;
+- its usage is metered once the call is final (a retried attempt is not metered), then its
+  result is kept exactly once (io/batches.py). A crash between the two runs the request again
+  on the chunk's redelivery: under the same request id, so it is metered once.
+
+`run_chunk` answers whether the chunk is done; a chunk left undone (its deadline came, or the
+store failed) comes back from the queue, and only its unfinished requests run again. The chunk
+that finishes a batch's last request writes the results object and ends the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+
+from ..core.batches import (
+    BatchRecord,
+    BatchRequest,
+    batch_params_error,
+    canceled_result,
+    errored_result,
+    expired_result,
+    succeeded_result,
+)
+from ..io.batch_queue import ChunkMessage, QueuePoller, chunk_message
+from ..io.batches import BatchNotFoundError, ResultKind, ResultTooLargeError
+from ..io.expiring import ExpiringCache
+from ..io.routes import Route, match_route
+from .accounting import record_outcome
+from .dependencies import services_of_app
+from .middleware import BATCH_CALL, BatchCall
+from .services import Services
+
+__all__ = ["BatchRunner", "poll_batch_queue"]
+
+logger = logging.getLogger("parley.batches")
+
+MESSAGES_PATH = "/v1/messages"
+_RETRIED_STATUSES = {429, 500, 502, 503, 504, 529}
+_STATE_SECONDS = 1.0  # how stale a chunk's view of its batch (canceled?) may be
+_SLOT_WAIT_SECONDS = (0.05, 2.0)  # backoff while every slot of a route is taken
+
+
+@dataclass(slots=True)
+class _Answer:
+    status: int
+    body: bytes
+
+
+class _BatchGone(Exception):
+    """The batch was deleted while its chunk ran."""
+
+
+class _ChunkState:
+    """The batch as this chunk last read it, read again at most every second."""
+
+    def __init__(self, runner: "BatchRunner", batch_id: str, record: BatchRecord, key_hash: str) -> None:
+        self._runner = runner
+        self.batch_id = batch_id
+        self.record = record
+        self.key_hash = key_hash
+        self._read_at = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def current(self) -> BatchRecord:
+        async with self._lock:
+            if time.monotonic() - self._read_at >= _STATE_SECONDS:
+                stored = await run_in_threadpool(self._runner.services.batches.get_any, self.batch_id)
+                if stored is None:
+                    raise _BatchGone(self.batch_id)
+                self.record, self._read_at = stored.record, time.monotonic()
+            return self.record
+
+
+class BatchRunner:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    @property
+    def services(self) -> Services:
+        return services_of_app(self.app)
+
+    async def run_chunk(self, message: ChunkMessage, deadline: float | None = None) -> bool:
+        """Run the chunk's unfinished requests; whether the chunk is done (its message may go).
+        No request is started after `deadline` (time.monotonic()): those are left for the
+        chunk's next delivery."""
+        services = self.services
+        batch_id, chunk = message.batch_id, message.chunk
+        stored = await run_in_threadpool(services.batches.get_any, batch_id)
+        if stored is None or stored.record.ended_at is not None:
+            return True  # deleted, or ended: nothing left to do
+        requests = await run_in_threadpool(services.batch_objects.requests, batch_id, chunk)  # type: ignore[union-attr]
+        indices = range(chunk.first, chunk.first + chunk.count)
+        finished = await run_in_threadpool(services.batches.finished, batch_id, indices)
+        state = _ChunkState(self, batch_id, stored.record, stored.key_hash)
+        lanes = asyncio.Semaphore(max(1, services.settings.batch_concurrency))
+        pending = [(index, requests[index - chunk.first]) for index in indices if index not in finished]
+
+        async def one(index: int, request: BatchRequest) -> bool:
+            async with lanes:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                await self._run_request(state, index, request, deadline)
+                return True
+
+        try:
+            done = await asyncio.gather(*(one(index, request) for index, request in pending))
+        except _BatchGone:
+            return True
+        if not all(done):
+            return False
+        await run_in_threadpool(self._conclude, batch_id)
+        return True
+
+    def _conclude(self, batch_id: str) -> None:
+        """End the batch once every request is counted: its results object first, so that an
+        ended batch's results are in S3 (or, until they are, read from the table)."""
+        services = self.services
+        stored = services.batches.get_any(batch_id)
+        if stored is None or stored.record.ended_at is not None or stored.record.request_counts.processing:
+            return
+        services.batch_objects.put_results(batch_id, services.batches.result_lines(batch_id))  # type: ignore[union-attr]
+        services.batches.end(batch_id, datetime.now(timezone.utc))
+
+    async def _run_request(self, state: _ChunkState, index: int, request: BatchRequest, deadline: float | None) -> None:
+        record = await state.current()
+        refused = batch_params_error(request.params)
+        if record.cancel_initiated_at is not None:
+            kind, result = "canceled", canceled_result()
+        elif datetime.now(timezone.utc) >= record.expires_at:
+            kind, result = "expired", expired_result()
+        elif refused is not None:
+            kind, result = "errored", errored_result("invalid_request_error", refused, None)
+        else:
+            outcome = await self._call_in_slot(state, index, request)
+            if outcome is None:
+                return await self._run_request(state, index, request, deadline)  # canceled or expired meanwhile
+            kind, result = outcome
+        await self._finish(state, index, request.custom_id, kind, result)
+
+    async def _call_in_slot(
+        self, state: _ChunkState, index: int, request: BatchRequest
+    ) -> tuple[ResultKind, dict[str, Any]] | None:
+        """The request's result once called in one of its route's slots; None when the batch
+        was canceled or expired while it waited for one."""
+        services = self.services
+        model = request.params.get("model")
+        route = match_route(await _routes(services), model, state.record.account) if isinstance(model, str) else None
+        if route is None or route.batch_slots == 0:
+            if route is not None:
+                return "errored", errored_result(
+                    "invalid_request_error", f"The model {route.model} does not take message batches.", None
+                )
+            return await self._call(state, index, request)  # the app answers what is wrong with it
+        lease_seconds = route.timeouts.buffered * services.settings.batch_attempts + 60
+        wait = _SLOT_WAIT_SECONDS[0]
+        while True:
+            lease = await run_in_threadpool(services.batch_slots.try_take, route.model, route.batch_slots, lease_seconds)
+            if lease is not None:
+                break
+            record = await state.current()
+            if record.cancel_initiated_at is not None or datetime.now(timezone.utc) >= record.expires_at:
+                return None
+            await asyncio.sleep(wait * random.uniform(0.5, 1.0))
+            wait = min(wait * 2, _SLOT_WAIT_SECONDS[1])
+        try:
+            return await self._call(state, index, request)
+        finally:
+            await run_in_threadpool(services.batch_slots.give_back, lease)
+
+    async def _call(self, state: _ChunkState, index: int, request: BatchRequest) -> tuple[ResultKind, dict[str, Any]]:
+        """Call the app, trying a passing failure again; meter the final attempt."""
+        attempts = max(1, self.services.settings.batch_attempts)
+        request_id = f"{state.batch_id}-{index}"
+        for attempt in range(attempts):
+            call = BatchCall(request_id=request_id, key_hash=state.key_hash)
+            answer = await self._asgi_post(request.params, call)
+            final = answer.status not in _RETRIED_STATUSES or attempt == attempts - 1
+            if final:
+                if call.outcome is not None:
+                    record_outcome(self.app, call.outcome)
+                return _result(answer, request_id)
+            await asyncio.sleep(min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
+        raise AssertionError("unreachable")
+
+    async def _finish(
+        self, state: _ChunkState, index: int, custom_id: str, kind: ResultKind, result: dict[str, Any]
+    ) -> None:
+        batches = self.services.batches
+        now = datetime.now(timezone.utc)
+        try:
+            await run_in_threadpool(batches.finish_request, state.batch_id, index, custom_id, kind, result, now)
+        except ResultTooLargeError:
+            message = "The answer is too large to keep as a batch result."
+            kind, result = "errored", errored_result("api_error", message, f"{state.batch_id}-{index}")
+            await run_in_threadpool(batches.finish_request, state.batch_id, index, custom_id, kind, result, now)
+        except BatchNotFoundError:
+            raise _BatchGone(state.batch_id) from None
+
+    async def _asgi_post(self, params: dict[str, Any], call: BatchCall) -> _Answer:
+        body = orjson.dumps(params)
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": MESSAGES_PATH,
+            "raw_path": MESSAGES_PATH.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [
+                (b"host", b"parley-batch"),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"anthropic-version", b"2023-06-01"),
+            ],
+            "client": None,
+            "server": None,
+            BATCH_CALL: call,
+        }
+        answered = asyncio.Event()
+        sent = False
+        status = 0
+        pieces: list[bytes] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await answered.wait()  # the "client" stays until the whole answer is in
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                pieces.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    answered.set()
+
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            answered.set()
+        return _Answer(status, b"".join(pieces))
+
+
+async def _routes(services: Services) -> tuple[Route, ...]:
+    routes = services.routes.cached()
+    if routes is ExpiringCache.MISSING or services.routes.due():
+        routes = await run_in_threadpool(services.routes.load)
+    return routes  # type: ignore[return-value]
+
+
+def _result(answer: _Answer, request_id: str) -> tuple[ResultKind, dict[str, Any]]:
+    try:
+        data = orjson.loads(answer.body)
+    except orjson.JSONDecodeError:
+        data = None
+    if answer.status == 200 and isinstance(data, dict) and data.get("type") == "message":
+        return "succeeded", succeeded_result(data)
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("type"), str) and isinstance(error.get("message"), str):
+        return "errored", errored_result(error["type"], error["message"], request_id)
+    return "errored", errored_result("api_error", f"The request failed with status {answer.status}.", request_id)
+
+
+def poll_batch_queue(app: Any, loop: asyncio.AbstractEventLoop) -> QueuePoller:
+    """Locally: the batch queue polled in a thread, each chunk run on the app's event loop, as the
+    SQS trigger hands chunks to the batch function in AWS."""
+    runner = BatchRunner(app)
+    queue = services_of_app(app).batch_queue
+    if queue is None:
+        raise ValueError("no batch queue is set (PARLEY_BATCH_QUEUE_URL)")
+
+    def handle(body: str) -> bool:
+        try:
+            message = chunk_message(body)
+        except ValueError:
+            logger.error("batch queue: dropped a message that is not a chunk")
+            return True
+        return asyncio.run_coroutine_threadsafe(runner.run_chunk(message), loop).result()
+
+    return QueuePoller(queue, handle, services_of_app(app).settings.batch_visibility_seconds).start()
