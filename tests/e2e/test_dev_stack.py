@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -104,3 +105,37 @@ def test_without_java_make_dev_says_what_to_install(tmp_path):
     output, _ = no_java.process.communicate(timeout=60)
     assert no_java.process.returncode != 0
     assert "Java 17 or newer" in output and "openjdk-17-jre-headless" in output, output
+
+
+def test_dev_stack_serves_message_batches_end_to_end(dev):
+    """`make dev` runs batches itself: its own S3 and SQS (moto's server, a child that stops with
+    it), its own poller, the demo worker answering each request."""
+    client = anthropic.Anthropic(base_url=dev.url, api_key=DEV_KEY, max_retries=0)
+    batch = client.messages.batches.create(
+        requests=[
+            {
+                "custom_id": f"q{number}",
+                "params": {
+                    "model": "claude-sonnet-4-5",
+                    "max_tokens": 64,
+                    "messages": [{"role": "user", "content": f"question {number}"}],
+                },
+            }
+            for number in range(3)
+        ]
+    )
+    deadline = time.monotonic() + 120
+    while client.messages.batches.retrieve(batch.id).processing_status != "ended":
+        assert time.monotonic() < deadline, "the batch did not end"
+        time.sleep(0.2)
+    results = {entry.custom_id: entry.result for entry in client.messages.batches.results(batch.id)}
+    assert sorted(results) == ["q0", "q1", "q2"]
+    for number in range(3):
+        assert results[f"q{number}"].type == "succeeded"
+        assert f"question {number}" in results[f"q{number}"].message.content[0].text, "the demo worker echoes"
+    [moto] = [
+        child for child in _children(dev.process.pid) if "moto.server" in Path(f"/proc/{child}/cmdline").read_text()
+    ]
+    returncode, output = dev.stop()
+    assert returncode == 0, output
+    assert not Path(f"/proc/{moto}").exists(), "the batch store stopped with make dev"

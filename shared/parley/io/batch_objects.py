@@ -46,7 +46,9 @@ def chunk_requests(requests: Iterable[BatchRequest]) -> tuple[bytes, list[Chunk]
     chunks: list[Chunk] = []
     offset = chunk_start = chunk_first = 0
     for index, request in enumerate(requests):
-        line = orjson.dumps({"custom_id": request.custom_id, "params": request.params}, option=orjson.OPT_APPEND_NEWLINE)
+        line = orjson.dumps(
+            {"custom_id": request.custom_id, "params": request.params}, option=orjson.OPT_APPEND_NEWLINE
+        )
         count = index - chunk_first
         if count and (count == CHUNK_REQUESTS or offset + len(line) - chunk_start > CHUNK_BYTES):
             chunks.append(Chunk(len(chunks), chunk_first, count, chunk_start, offset))

@@ -7,8 +7,8 @@ pipeline every request gets: validation, policy, retrieval, cache, failover, met
 the request, and makes the route's batch price apply.
 
 For each request of a chunk not finished yet, in order:
-- canceled: the batch is being canceled (read again at most every second), or expired: its
-  24 hours are over; neither calls a worker;
+- canceled: the batch is being canceled (read again before each call), or expired: its 24
+  hours are over; neither calls a worker;
 - otherwise it waits for one of its route's batch slots (io/batch_slots.py), then is called;
   a passing failure (429, 5xx, 529) is tried again with backoff, up to `batch_attempts`;
 - its usage is metered once the call is final (a retried attempt is not metered), then its
@@ -57,7 +57,6 @@ logger = logging.getLogger("parley.batches")
 
 MESSAGES_PATH = "/v1/messages"
 _RETRIED_STATUSES = {429, 500, 502, 503, 504, 529}
-_STATE_SECONDS = 1.0  # how stale a chunk's view of its batch (canceled?) may be
 _SLOT_WAIT_SECONDS = (0.05, 2.0)  # backoff while every slot of a route is taken
 
 
@@ -72,24 +71,26 @@ class _BatchGone(Exception):
 
 
 class _ChunkState:
-    """The batch as this chunk last read it, read again at most every second."""
+    """The batch as its chunk sees it: read again before each request is called, so that a
+    cancel stops every request not yet sent to a worker."""
 
     def __init__(self, runner: "BatchRunner", batch_id: str, record: BatchRecord, key_hash: str) -> None:
         self._runner = runner
         self.batch_id = batch_id
         self.record = record
         self.key_hash = key_hash
-        self._read_at = time.monotonic()
-        self._lock = asyncio.Lock()
 
     async def current(self) -> BatchRecord:
-        async with self._lock:
-            if time.monotonic() - self._read_at >= _STATE_SECONDS:
-                stored = await run_in_threadpool(self._runner.services.batches.get_any, self.batch_id)
-                if stored is None:
-                    raise _BatchGone(self.batch_id)
-                self.record, self._read_at = stored.record, time.monotonic()
-            return self.record
+        stored = await run_in_threadpool(self._runner.services.batches.get_any, self.batch_id)
+        if stored is None:
+            raise _BatchGone(self.batch_id)
+        self.record = stored.record
+        return self.record
+
+    async def stopped(self) -> bool:
+        """Whether requests not yet sent should not be: canceled, or past its 24 hours."""
+        record = await self.current()
+        return record.cancel_initiated_at is not None or datetime.now(timezone.utc) >= record.expires_at
 
 
 class BatchRunner:
@@ -175,15 +176,18 @@ class BatchRunner:
         lease_seconds = route.timeouts.buffered * services.settings.batch_attempts + 60
         wait = _SLOT_WAIT_SECONDS[0]
         while True:
-            lease = await run_in_threadpool(services.batch_slots.try_take, route.model, route.batch_slots, lease_seconds)
+            lease = await run_in_threadpool(
+                services.batch_slots.try_take, route.model, route.batch_slots, lease_seconds
+            )
             if lease is not None:
                 break
-            record = await state.current()
-            if record.cancel_initiated_at is not None or datetime.now(timezone.utc) >= record.expires_at:
+            if await state.stopped():
                 return None
             await asyncio.sleep(wait * random.uniform(0.5, 1.0))
             wait = min(wait * 2, _SLOT_WAIT_SECONDS[1])
         try:
+            if await state.stopped():  # canceled while it waited: the slot goes back unused
+                return None
             return await self._call(state, index, request)
         finally:
             await run_in_threadpool(services.batch_slots.give_back, lease)
