@@ -410,8 +410,8 @@ def _routes(args: argparse.Namespace) -> int:
             idle=args.idle_timeout or defaults.idle,
             buffered=args.buffered_timeout or defaults.buffered,
         )
-        store.put(
-            Route(
+        try:
+            route = Route(
                 prices=Prices(args.input_price, args.output_price, args.cache_hit_price, args.batch_price_factor),
                 model=args.model,
                 workers=workers,
@@ -421,7 +421,9 @@ def _routes(args: argparse.Namespace) -> int:
                 account=args.account,
                 batch_slots=args.batch_slots,
             )
-        )
+        except ValueError as error:
+            raise SystemExit(f"parley routes add: {error}") from None
+        store.put(route)
         owner = f" for account {args.account}" if args.account else ""
         print(f"route {args.model}{owner} → " + ", ".join(f"{w.base_url} ({w.model})" for w in workers))
     elif args.routes_command == "list":
@@ -436,11 +438,14 @@ def _routes(args: argparse.Namespace) -> int:
                 f"{w.weight:g}",
                 str(w.max_output_tokens or ""),
                 {True: "worker", False: "estimate", None: "learn"}[w.tokenize],
+                f"{r.batch_slots} slots, {r.prices.batch_factor:g}x price" if r.batch_slots else "off",
             ]
             for r in store.load()
             for w in r.workers
         ]
-        headers = ["MODEL", "ACCOUNT", "ALIASES", "WORKER URL", "WORKER MODEL", "API", "WEIGHT", "MAX OUTPUT", "TOKENS"]
+        headers = [
+            "MODEL", "ACCOUNT", "ALIASES", "WORKER URL", "WORKER MODEL", "API", "WEIGHT", "MAX OUTPUT", "TOKENS", "BATCHES"
+        ]  # fmt: skip
         print(_table(rows, headers))
     elif args.routes_command == "remove":
         if not store.remove(args.model, args.account):

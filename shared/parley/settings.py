@@ -43,6 +43,8 @@ class Settings:
     batch_concurrency: int = 16
     batch_attempts: int = 4
     batch_visibility_seconds: int = 60  # a polled chunk comes back this long after its poller died
+    batch_slot_patience_seconds: float = 120.0  # a request waits this long for a slot, then its chunk goes back
+    batch_max_receives: int = 10  # a polled chunk's deliveries before it is given up (AWS: the queue's redrive)
     # How long duplicates of a request whose answer is not kept yet wait for it (docs/cache.md).
     cache_lease_seconds: float = 60.0
     # Where knowledge bases live (docs/rag.md): a folder, or s3://bucket/prefix (s3+ddb:// for
@@ -113,6 +115,10 @@ class Settings:
             batch_concurrency=_int("PARLEY_BATCH_CONCURRENCY", defaults.batch_concurrency),
             batch_attempts=_int("PARLEY_BATCH_ATTEMPTS", defaults.batch_attempts),
             batch_visibility_seconds=_int("PARLEY_BATCH_VISIBILITY_SECONDS", defaults.batch_visibility_seconds),
+            batch_slot_patience_seconds=_float(
+                "PARLEY_BATCH_SLOT_PATIENCE_SECONDS", defaults.batch_slot_patience_seconds
+            ),
+            batch_max_receives=_int("PARLEY_BATCH_MAX_RECEIVES", defaults.batch_max_receives),
             cache_lease_seconds=_float("PARLEY_CACHE_LEASE_SECONDS", defaults.cache_lease_seconds),
             knowledge_bases_uri=os.environ.get("PARLEY_KNOWLEDGE_BASES_URI", defaults.knowledge_bases_uri),
             account_cache_seconds=_float("PARLEY_ACCOUNT_CACHE_SECONDS", defaults.account_cache_seconds),

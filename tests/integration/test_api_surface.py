@@ -20,19 +20,21 @@ from .helpers import ALIAS, DOWN_MODEL, MODEL, assert_error, request
 
 
 def _routes() -> list[tuple[str, set[str]]]:
-    """Every API route of the app (those of its included routers too): a concrete path and the
-    methods it takes."""
-    found = []
+    """Every API path of the app (those of its included routers too), made concrete, and the
+    methods it takes (on one path, all its routes' methods)."""
+    found: dict[str, set[str]] = {}
     pending = list(create_app(lambda: None).routes)  # type: ignore[arg-type, return-value]
     while pending:
         route = pending.pop(0)
         if isinstance(route, APIRoute):
-            found.append((route.path.replace("{model_id:path}", MODEL), set(route.methods)))
+            path = route.path.replace("{model_id:path}", MODEL).replace("{batch_id}", BATCH_ID)
+            found.setdefault(path, set()).update(route.methods)
         elif (included := getattr(route, "original_router", None)) is not None:  # FastAPI's include_router
             pending.extend(included.routes)
-    return found
+    return list(found.items())
 
 
+BATCH_ID = "msgbatch_01NoSuchBatch0000000000"
 ROUTES = _routes()
 
 
@@ -46,6 +48,11 @@ def assert_openai_error(response: httpx.Response, status: int) -> str:
 def test_every_route_is_checked():
     paths = {path for path, _ in ROUTES}
     assert {"/v1/messages", "/v1/messages/count_tokens", CHAT_COMPLETIONS_PATH, "/v1/models", "/", "/health"} <= paths
+    assert {
+        "/v1/messages/batches",
+        f"/v1/messages/batches/{BATCH_ID}",
+        f"/v1/messages/batches/{BATCH_ID}/results",
+    } <= paths
 
 
 @pytest.mark.parametrize("path, methods", ROUTES, ids=[path for path, _ in ROUTES])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
 import anthropic
@@ -15,9 +16,14 @@ import httpx
 import orjson
 import pytest
 
+from parley.core.batches import BatchRecord, RequestCounts, parse_batch_create
+from parley.core.ids import new_batch_id
 from parley.core.metering import Limits, Prices
+from parley.io.batch_objects import chunk_requests
+from parley.io.keys import hash_key
 from parley.io.routes import Route, Timeouts, Worker
 from parley.settings import Settings
+from parley.web.batch_runner import BatchRunner
 from tests.fakeworker import Answer, FakeWorker
 from tests.fakeworker.scripts import Gate
 from tests.stack import RunningParley, parley_stack, tables_named
@@ -35,7 +41,9 @@ SAFETY_NET = Timeouts(connect=5.0, first_byte=20.0, idle=20.0, buffered=20.0)
 
 @pytest.fixture(scope="module")
 def stack(dynamodb: Any, batch_store_backends: Any, worker: FakeWorker) -> Iterator[RunningParley]:
-    settings = Settings(**tables_named(NAME), **batch_store_backends.settings_for(NAME, visibility_seconds=3))
+    settings = Settings(
+        **tables_named(NAME), **batch_store_backends.settings_for(NAME, visibility_seconds=3), batch_max_receives=2
+    )
     routes = [
         Route(
             model=MODEL,
@@ -233,6 +241,7 @@ def test_batches_use_at_most_the_routes_slots_and_cancel_stops_new_requests(stac
         batch = client.messages.batches.create(requests=[_request(f"c{n}") for n in range(40)])
         assert worker.wait_for_requests(SLOTS, timeout=30)
         assert not worker.wait_for_requests(SLOTS + 1, timeout=2.0), "more calls in flight than the route's slots"
+        assert stack.services.batch_slots.taken(MODEL, SLOTS) == SLOTS
         canceling = client.messages.batches.cancel(batch.id)
         assert canceling.processing_status == "canceling" and canceling.cancel_initiated_at is not None
     finally:
@@ -244,6 +253,7 @@ def test_batches_use_at_most_the_routes_slots_and_cancel_stops_new_requests(stac
     assert (counts.succeeded, counts.canceled, counts.errored) == (SLOTS, 40 - SLOTS, 0)
     results = list(client.messages.batches.results(batch.id))
     assert [r.result.type for r in results].count("canceled") == 40 - SLOTS
+    assert stack.services.batch_slots.taken(MODEL, SLOTS) == 0, "every slot given back"
     assert client.messages.batches.cancel(batch.id).processing_status == "ended", "cancel of an ended batch"
 
 
@@ -280,3 +290,44 @@ def test_a_revoked_keys_batch_errors_its_remaining_requests(stack, client, worke
     assert ended.request_counts.succeeded == SLOTS and ended.request_counts.errored == 2
     errored = [r.result.error.error for r in client.messages.batches.results(batch.id) if r.result.type == "errored"]
     assert [(e.type, e.message) for e in errored] == [("authentication_error", "This API key has been revoked.")] * 2
+
+
+# -- expiry and chunks that keep failing ------------------------------------------------------------
+
+
+def test_requests_not_run_within_24_hours_expire(stack, client, worker):
+    services = stack.services
+    requests = parse_batch_create({"requests": [_request(f"late{n}") for n in range(3)]})
+    body, chunks = chunk_requests(requests)
+    created = datetime.now(timezone.utc) - timedelta(hours=24, seconds=1)
+    record = BatchRecord(new_batch_id(), "batch-acct", created, RequestCounts(processing=3))
+    services.batch_objects.put_requests(record.id, body)
+    services.batches.create(record, hash_key(stack.key), len(chunks))
+    services.batch_queue.send(record.id, chunks)  # as if its chunks had waited in the queue all day
+
+    ended = _ended(client, record.id)
+    assert (ended.request_counts.expired, ended.request_counts.succeeded) == (3, 0)
+    assert [r.result.type for r in client.messages.batches.results(record.id)] == ["expired"] * 3
+    assert worker.requests == []
+
+
+def test_a_chunk_that_fails_every_delivery_errors_what_is_left_of_it_and_the_batch_ends(client, worker, monkeypatch):
+    worker.responder = _answer
+    run_request = BatchRunner._run_request
+
+    async def poisoned(self, state, index, request, deadline):
+        if request.custom_id == "poison":
+            raise RuntimeError("a request Parley cannot run")
+        return await run_request(self, state, index, request, deadline)
+
+    monkeypatch.setattr(BatchRunner, "_run_request", poisoned)
+    batch = client.messages.batches.create(requests=[_request(name) for name in ("a", "b", "poison", "c")])
+    ended = _ended(client, batch.id)
+    assert (ended.request_counts.succeeded, ended.request_counts.errored) == (3, 1)
+    results = {r.custom_id: r.result for r in client.messages.batches.results(batch.id)}
+    assert results["poison"].error.error.type == "api_error"
+    assert results["poison"].error.error.message == (
+        "Parley could not run this request: its part of the batch failed 2 times."
+    )
+    assert [results[name].message.content[0].text for name in ("a", "b", "c")] == ["answer a", "answer b", "answer c"]
+    assert len(worker.requests) == 3, "the requests that had finished did not run again"

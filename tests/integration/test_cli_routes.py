@@ -59,3 +59,22 @@ def test_an_accounts_own_worker_must_be_public_https(dynamodb, routes_env, url):
     done = parley(routes_env, "add", "mine", "--account", "acct-1", "--worker", f"url={url},model=m")
     assert done.returncode != 0 and ("https" in done.stderr or "non-public" in done.stderr), done.stderr
     assert not [r for r in RouteStore(dynamodb, TABLE).load() if r.model == "mine"]
+
+
+def test_a_routes_batch_slots_and_batch_price(dynamodb, routes_env):
+    worker = "url=http://gpu1:8000/v1,model=Qwen/Qwen3-8B"
+    done = parley(routes_env, "add", "bulk", "--worker", worker, "--batch-slots", "12", "--batch-price-factor", "0.4")
+    assert done.returncode == 0, done.stderr
+    assert parley(routes_env, "add", "live", "--worker", worker, "--batch-slots", "0").returncode == 0
+    routes = {r.model: r for r in RouteStore(dynamodb, TABLE).load()}
+    assert (routes["bulk"].batch_slots, routes["bulk"].prices.batch_factor) == (12, 0.4)
+    assert routes["live"].batch_slots == 0 and routes["live"].prices.batch_factor == 0.5, "half price by default"
+    listed = parley(routes_env, "list").stdout
+    assert "12 slots, 0.4x price" in listed and "off" in listed
+    refused = parley(routes_env, "add", "odd", "--worker", worker, "--batch-price-factor", "1.5")
+    assert (
+        refused.returncode != 0
+        and refused.stderr.strip() == "parley routes add: the batch price factor must be from 0 to 1"
+    )
+    for model in ("bulk", "live"):
+        assert parley(routes_env, "remove", model).returncode == 0

@@ -61,9 +61,13 @@ class BatchQueue:
         self._sqs = sqs
         self.queue_url = queue_url
 
-    def send(self, batch_id: str, chunks: Iterable[Chunk]) -> None:
-        """One message per chunk; RuntimeError when SQS refused some of them (after one retry)."""
-        pending = [{"Id": str(chunk.number), "MessageBody": _body(batch_id, chunk)} for chunk in chunks]
+    def send(self, batch_id: str, chunks: Iterable[Chunk], delay_seconds: int = 0) -> None:
+        """One message per chunk, handed out after `delay_seconds` (at most 900); RuntimeError
+        when SQS refused some of them (after one retry)."""
+        pending = [
+            {"Id": str(chunk.number), "MessageBody": _body(batch_id, chunk), "DelaySeconds": delay_seconds}
+            for chunk in chunks
+        ]
         for start in range(0, len(pending), _SEND_CHUNK):
             entries = pending[start : start + _SEND_CHUNK]
             for _ in range(2):
@@ -75,15 +79,23 @@ class BatchQueue:
             if entries:
                 raise RuntimeError(f"SQS refused {len(entries)} chunk messages of {batch_id}")
 
-    def receive(self, wait_seconds: int, visibility_seconds: int, most: int = 1) -> list[tuple[str, str]]:
-        """Up to `most` (1 to 10) messages: (receipt handle, body)."""
+    def receive(self, wait_seconds: int, visibility_seconds: int, most: int = 1) -> list[tuple[str, str, int]]:
+        """Up to `most` (1 to 10) messages: (receipt handle, body, how many times it was received)."""
         answer = self._sqs.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=most,
             WaitTimeSeconds=wait_seconds,
             VisibilityTimeout=visibility_seconds,
+            AttributeNames=["ApproximateReceiveCount"],
         )
-        return [(message["ReceiptHandle"], message["Body"]) for message in answer.get("Messages", [])]
+        return [
+            (
+                message["ReceiptHandle"],
+                message["Body"],
+                int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+            )
+            for message in answer.get("Messages", [])
+        ]
 
     def delete(self, receipt_handle: str) -> None:
         self._sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=receipt_handle)
@@ -97,13 +109,14 @@ class BatchQueue:
 
 class QueuePoller:
     """What the SQS trigger does in AWS, in a thread: receive one message at a time, hand its
-    body to `handle` (True: done, deleted; False or an exception: left to come back after
-    `visibility_seconds`, as SQS redelivers a failed batch item). While `handle` runs, the
+    body and how many times it was received to `handle` (True: done, deleted; False or an
+    exception: left to come back after `visibility_seconds`, as SQS redelivers a failed batch
+    item; `handle` gives up on a message received too often, as a dead-letter queue would). While `handle` runs, the
     message is kept hidden (every half of `visibility_seconds`), so a long chunk is not handed
     out twice; a process that dies stops doing that, and its chunk comes back."""
 
     def __init__(
-        self, queue: BatchQueue, handle: Callable[[str], bool], visibility_seconds: int = 60, wait_seconds: int = 1
+        self, queue: BatchQueue, handle: Callable[[str, int], bool], visibility_seconds: int = 60, wait_seconds: int = 1
     ) -> None:
         if visibility_seconds < 2:
             raise ValueError("visibility_seconds must be 2 or more")
@@ -130,11 +143,11 @@ class QueuePoller:
                 logger.exception("batch queue: receive failed")
                 self._stop.wait(1.0)
                 continue
-            for receipt, body in messages:
-                if self._handle_hidden(receipt, body):
+            for receipt, body, receives in messages:
+                if self._handle_hidden(receipt, body, receives):
                     self._queue.delete(receipt)
 
-    def _handle_hidden(self, receipt: str, body: str) -> bool:
+    def _handle_hidden(self, receipt: str, body: str, receives: int) -> bool:
         handled = threading.Event()
 
         def keep_hidden() -> None:
@@ -147,7 +160,7 @@ class QueuePoller:
         keeper = threading.Thread(target=keep_hidden, name="parley-batch-visibility", daemon=True)
         keeper.start()
         try:
-            return self._handle(body)
+            return self._handle(body, receives)
         except Exception:
             logger.exception("batch queue: a chunk failed; it comes back after %s s", self._visibility)
             return False

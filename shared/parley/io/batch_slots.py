@@ -1,7 +1,9 @@
 """How many of a route's worker slots batches may use at once, across every instance: leases in
 the batches table, one item per slot.
 
-    pk=slots#<route key>  sk=slot#<n>   holder, lease_until (epoch seconds), expires_at (TTL)
+    pk=slot#<route>#<n>  sk=slot   holder, lease_until (epoch seconds), expires_at (TTL)
+
+(one partition per slot: a busy route's slots do not share one partition's write limit)
 
 A batch request takes a free slot of its route (`try_take`: a conditional write that succeeds
 when the slot is free or its lease has run out) before it calls a worker and gives it back
@@ -43,8 +45,7 @@ class RouteSlots:
                 self._dynamodb.put_item(
                     TableName=self._table,
                     Item={
-                        "pk": {"S": f"slots#{route_key}"},
-                        "sk": {"S": f"slot#{slot}"},
+                        **_key(route_key, slot),
                         "holder": {"S": holder},
                         "lease_until": {"N": f"{now + lease_seconds:.3f}"},
                         "expires_at": {"N": str(int(now + lease_seconds) + 3600)},
@@ -62,20 +63,23 @@ class RouteSlots:
         try:
             self._dynamodb.delete_item(
                 TableName=self._table,
-                Key={"pk": {"S": f"slots#{lease.route_key}"}, "sk": {"S": f"slot#{lease.slot}"}},
+                Key=_key(lease.route_key, lease.slot),
                 ConditionExpression="holder = :holder",
                 ExpressionAttributeValues={":holder": {"S": lease.holder}},
             )
         except self._dynamodb.exceptions.ConditionalCheckFailedException:
             pass
 
-    def taken(self, route_key: str) -> int:
-        """How many of the route's slots are leased now."""
-        answer = self._dynamodb.query(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk",
-            FilterExpression="lease_until >= :now",
-            ExpressionAttributeValues={":pk": {"S": f"slots#{route_key}"}, ":now": {"N": f"{time.time():.3f}"}},
-            ConsistentRead=True,
+    def taken(self, route_key: str, slots: int) -> int:
+        """How many of the route's `slots` are leased now."""
+        answer = self._dynamodb.batch_get_item(
+            RequestItems={
+                self._table: {"Keys": [_key(route_key, slot) for slot in range(slots)], "ConsistentRead": True}
+            }
         )
-        return len(answer.get("Items", []))
+        now = time.time()
+        return sum(float(item["lease_until"]["N"]) >= now for item in answer["Responses"].get(self._table, []))
+
+
+def _key(route_key: str, slot: int) -> dict[str, Any]:
+    return {"pk": {"S": f"slot#{route_key}#{slot}"}, "sk": {"S": "slot"}}

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from ..core.errors import (
     ApiError,
@@ -61,10 +62,21 @@ async def _parley_error(request: Request, error: ParleyError) -> Response:
 
 def _method_not_allowed(request: Request, error: HTTPException) -> tuple[ParleyError, dict[str, str]]:
     headers = {name.lower(): value for name, value in (error.headers or {}).items()}
-    allowed = sorted({method.strip() for method in headers.get("allow", "").split(",") if method.strip()})
+    methods = {method.strip() for method in headers.get("allow", "").split(",") if method.strip()}
+    for route in _routes(request.app.router.routes):  # Starlette names only the first route of the path
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    allowed = sorted(methods)
     headers["allow"] = ", ".join(allowed)
     message = f"Method {request.method} is not allowed for {request.url.path}; allowed: {headers['allow'] or 'none'}."
     return MethodNotAllowedError(message), headers
+
+
+def _routes(routes: list[Any]) -> Iterator[Any]:
+    """The app's routes, those of the routers it includes (none with a prefix) among them."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        yield from _routes(included.routes) if included is not None else (route,)
 
 
 async def _http_error(request: Request, error: HTTPException) -> Response:

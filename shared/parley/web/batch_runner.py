@@ -10,14 +10,18 @@ For each request of a chunk not finished yet, in order:
 - canceled: the batch is being canceled (read again before each call), or expired: its 24
   hours are over; neither calls a worker;
 - otherwise it waits for one of its route's batch slots (io/batch_slots.py), then is called;
-  a passing failure (429, 5xx, 529) is tried again with backoff, up to `batch_attempts`;
+  a passing failure (429, 5xx, 529) is tried again with backoff, up to `batch_attempts`. At
+  most as many of a process's requests as the route has slots ask DynamoDB for one; one that
+  got none for `batch_slot_patience_seconds` (or by the deadline) is left for the chunk's next
+  delivery, so a process does not sit waiting on a busy route;
 - its usage is metered once the call is final (a retried attempt is not metered), then its
   result is kept exactly once (io/batches.py). A crash between the two runs the request again
   on the chunk's redelivery: under the same request id, so it is metered once.
 
 `run_chunk` answers whether the chunk is done; a chunk left undone (its deadline came, or the
-store failed) comes back from the queue, and only its unfinished requests run again. The chunk
-that finishes a batch's last request writes the results object and ends the batch.
+store failed) comes back from the queue, and only its unfinished requests run again; after
+MAX_RECEIVES deliveries `give_up_chunk` errors what is left of it. The chunk that finishes a
+batch's last request writes the results object and ends the batch.
 """
 
 from __future__ import annotations
@@ -51,13 +55,16 @@ from .dependencies import services_of_app
 from .middleware import BATCH_CALL, BatchCall
 from .services import Services
 
-__all__ = ["BatchRunner", "poll_batch_queue"]
+__all__ = ["MAX_RECEIVES", "BatchRunner", "poll_batch_queue"]
 
 logger = logging.getLogger("parley.batches")
 
 MESSAGES_PATH = "/v1/messages"
 _RETRIED_STATUSES = {429, 500, 502, 503, 504, 529}
-_SLOT_WAIT_SECONDS = (0.05, 2.0)  # backoff while every slot of a route is taken
+MAX_RECEIVES = 10
+"""Deliveries of a chunk before it is given up: the batch queue's maxReceiveCount in
+template.yaml (and the local poller's default, Settings.batch_max_receives)."""
+_SLOT_WAIT_SECONDS = (0.05, 5.0)  # backoff while every slot of a route is taken
 
 
 @dataclass(slots=True)
@@ -93,9 +100,23 @@ class _ChunkState:
         return record.cancel_initiated_at is not None or datetime.now(timezone.utc) >= record.expires_at
 
 
+class _Stopped:
+    """A request that waited for a slot while its batch was canceled or expired."""
+
+
+class _Later:
+    """A request left for the chunk's next delivery: no slot came in time, or the deadline did."""
+
+
+STOPPED, LATER = _Stopped(), _Later()
+
+
 class BatchRunner:
     def __init__(self, app: Any) -> None:
         self.app = app
+        # This process's requests that may ask for a route's slots at once (as many as it has):
+        # the others wait here, without writing to DynamoDB.
+        self._contenders: dict[tuple[str, int], asyncio.Semaphore] = {}
 
     @property
     def services(self) -> Services:
@@ -121,17 +142,42 @@ class BatchRunner:
             async with lanes:
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
-                await self._run_request(state, index, request, deadline)
-                return True
+                return await self._run_request(state, index, request, deadline)
 
-        try:
-            done = await asyncio.gather(*(one(index, request) for index, request in pending))
-        except _BatchGone:
+        outcomes = await asyncio.gather(*(one(index, request) for index, request in pending), return_exceptions=True)
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if any(isinstance(failure, _BatchGone) for failure in failures):
             return True
-        if not all(done):
+        if failures:  # every other request of the chunk has run: only these run again
+            raise failures[0]
+        if not all(outcomes):
             return False
         await run_in_threadpool(self._conclude, batch_id)
         return True
+
+    async def give_up_chunk(self, message: ChunkMessage, receives: int) -> None:
+        """A chunk that failed every delivery (`receives` of them; in AWS, what the dead-letter
+        queue got): its unfinished requests are errored, so the batch still ends. Its requests
+        object must be readable (their custom_ids are in it); if not, the batch is left as it is."""
+        services = self.services
+        batch_id, chunk = message.batch_id, message.chunk
+        stored = await run_in_threadpool(services.batches.get_any, batch_id)
+        if stored is None or stored.record.ended_at is not None:
+            return
+        requests = await run_in_threadpool(services.batch_objects.requests, batch_id, chunk)  # type: ignore[union-attr]
+        indices = range(chunk.first, chunk.first + chunk.count)
+        finished = await run_in_threadpool(services.batches.finished, batch_id, indices)
+        state = _ChunkState(self, batch_id, stored.record, stored.key_hash)
+        reason = f"Parley could not run this request: its part of the batch failed {receives} times."
+        logger.error("batch %s: chunk %s gave up after %s deliveries", batch_id, chunk.number, receives)
+        try:
+            for index in indices:
+                if index not in finished:
+                    result = errored_result("api_error", reason, f"{batch_id}-{index}")
+                    await self._finish(state, index, requests[index - chunk.first].custom_id, "errored", result)
+        except _BatchGone:
+            return
+        await run_in_threadpool(self._conclude, batch_id)
 
     def _conclude(self, batch_id: str) -> None:
         """End the batch once every request is counted: its results object first, so that an
@@ -143,7 +189,8 @@ class BatchRunner:
         services.batch_objects.put_results(batch_id, services.batches.result_lines(batch_id))  # type: ignore[union-attr]
         services.batches.end(batch_id, datetime.now(timezone.utc))
 
-    async def _run_request(self, state: _ChunkState, index: int, request: BatchRequest, deadline: float | None) -> None:
+    async def _run_request(self, state: _ChunkState, index: int, request: BatchRequest, deadline: float | None) -> bool:
+        """Run the request and keep its result; False when it is left for later."""
         record = await state.current()
         refused = batch_params_error(request.params)
         if record.cancel_initiated_at is not None:
@@ -153,44 +200,53 @@ class BatchRunner:
         elif refused is not None:
             kind, result = "errored", errored_result("invalid_request_error", refused, None)
         else:
-            outcome = await self._call_in_slot(state, index, request)
-            if outcome is None:
+            outcome = await self._call_in_slot(state, index, request, deadline)
+            if outcome is LATER:
+                return False
+            if outcome is STOPPED:
                 return await self._run_request(state, index, request, deadline)  # canceled or expired meanwhile
-            kind, result = outcome
+            kind, result = outcome  # type: ignore[misc]
         await self._finish(state, index, request.custom_id, kind, result)
+        return True
 
     async def _call_in_slot(
-        self, state: _ChunkState, index: int, request: BatchRequest
-    ) -> tuple[ResultKind, dict[str, Any]] | None:
-        """The request's result once called in one of its route's slots; None when the batch
-        was canceled or expired while it waited for one."""
+        self, state: _ChunkState, index: int, request: BatchRequest, deadline: float | None
+    ) -> tuple[ResultKind, dict[str, Any]] | _Stopped | _Later:
+        """The request's result once called in one of its route's slots; STOPPED when the batch
+        was canceled or expired while it waited for one, LATER when none came in time."""
         services = self.services
         model = request.params.get("model")
         route = match_route(await _routes(services), model, state.record.account) if isinstance(model, str) else None
-        if route is None or route.batch_slots == 0:
-            if route is not None:
-                return "errored", errored_result(
-                    "invalid_request_error", f"The model {route.model} does not take message batches.", None
-                )
+        if route is None:
             return await self._call(state, index, request)  # the app answers what is wrong with it
+        if route.batch_slots == 0:
+            message = f"The model {route.model} does not take message batches."
+            return "errored", errored_result("invalid_request_error", message, None)
+        patience = time.monotonic() + services.settings.batch_slot_patience_seconds
+        if deadline is not None:
+            patience = min(patience, deadline)
         lease_seconds = route.timeouts.buffered * services.settings.batch_attempts + 60
-        wait = _SLOT_WAIT_SECONDS[0]
-        while True:
-            lease = await run_in_threadpool(
-                services.batch_slots.try_take, route.model, route.batch_slots, lease_seconds
-            )
-            if lease is not None:
-                break
-            if await state.stopped():
-                return None
-            await asyncio.sleep(wait * random.uniform(0.5, 1.0))
-            wait = min(wait * 2, _SLOT_WAIT_SECONDS[1])
-        try:
-            if await state.stopped():  # canceled while it waited: the slot goes back unused
-                return None
-            return await self._call(state, index, request)
-        finally:
-            await run_in_threadpool(services.batch_slots.give_back, lease)
+        contenders = self._contenders.setdefault((route.model, route.batch_slots), asyncio.Semaphore(route.batch_slots))
+        async with contenders:
+            wait = _SLOT_WAIT_SECONDS[0]
+            while True:
+                lease = await run_in_threadpool(
+                    services.batch_slots.try_take, route.model, route.batch_slots, lease_seconds
+                )
+                if lease is not None:
+                    break
+                if await state.stopped():
+                    return STOPPED
+                if time.monotonic() >= patience:
+                    return LATER
+                await asyncio.sleep(wait * random.uniform(0.5, 1.0))
+                wait = min(wait * 2, _SLOT_WAIT_SECONDS[1])
+            try:
+                if await state.stopped():  # canceled while it waited: the slot goes back unused
+                    return STOPPED
+                return await self._call(state, index, request)
+            finally:
+                await run_in_threadpool(services.batch_slots.give_back, lease)
 
     async def _call(self, state: _ChunkState, index: int, request: BatchRequest) -> tuple[ResultKind, dict[str, Any]]:
         """Call the app, trying a passing failure again; meter the final attempt."""
@@ -296,16 +352,22 @@ def poll_batch_queue(app: Any, loop: asyncio.AbstractEventLoop) -> QueuePoller:
     """Locally: the batch queue polled in a thread, each chunk run on the app's event loop, as the
     SQS trigger hands chunks to the batch function in AWS."""
     runner = BatchRunner(app)
+    settings = services_of_app(app).settings
+    max_receives = settings.batch_max_receives
     queue = services_of_app(app).batch_queue
     if queue is None:
         raise ValueError("no batch queue is set (PARLEY_BATCH_QUEUE_URL)")
 
-    def handle(body: str) -> bool:
+    def handle(body: str, receives: int) -> bool:
         try:
             message = chunk_message(body)
         except ValueError:
             logger.error("batch queue: dropped a message that is not a chunk")
             return True
+        if receives > max_receives:
+            work = runner.give_up_chunk(message, receives - 1)
+            asyncio.run_coroutine_threadsafe(work, loop).result()
+            return True
         return asyncio.run_coroutine_threadsafe(runner.run_chunk(message), loop).result()
 
-    return QueuePoller(queue, handle, services_of_app(app).settings.batch_visibility_seconds).start()
+    return QueuePoller(queue, handle, settings.batch_visibility_seconds).start()
