@@ -116,30 +116,21 @@ class BatchBackendsForTests:
 
 @contextmanager
 def batch_backends() -> Iterator[BatchBackendsForTests]:
-    """moto's server on a free loopback port, with S3 and SQS clients of it; boto3 clients made in
-    this process (Services.build's) reach it through AWS_ENDPOINT_URL_S3 / _SQS for the duration."""
-    names = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SQS")
-    saved = {name: os.environ.get(name) for name in names}
+    """moto's server on a free loopback port, with S3 and SQS clients of it. Nothing else in the
+    process is pointed at it: a stack gets the clients (`parley_stack(batch_backends=...)`), a
+    process of its own the endpoint in its environment."""
     with BatchBackends() as server:
-        server.use()
-        try:
-            clients = {
-                service: boto3.client(
-                    service,
-                    endpoint_url=server.endpoint_url,
-                    region_name=AWS_ENV["AWS_DEFAULT_REGION"],
-                    aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
-                    aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-                )
-                for service in ("s3", "sqs")
-            }
-            yield BatchBackendsForTests(server.endpoint_url, clients["s3"], clients["sqs"])
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        clients = {
+            service: boto3.client(
+                service,
+                endpoint_url=server.endpoint_url,
+                region_name=AWS_ENV["AWS_DEFAULT_REGION"],
+                aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+            )
+            for service in ("s3", "sqs")
+        }
+        yield BatchBackendsForTests(server.endpoint_url, clients["s3"], clients["sqs"])
 
 
 def wait_until_healthy(url: str, is_alive: Callable[[], bool], seconds: float = 15.0) -> None:
@@ -219,14 +210,17 @@ def parley_stack(
     routes: Iterable[Route],
     account: str = "acct",
     key_name: str = "test",
+    batch_backends: BatchBackendsForTests | None = None,
 ) -> Iterator[RunningParley]:
     """Create the tables, seed `routes` and one API key, and serve Parley. Unless the settings name
-    stdout, usage goes through a usage journal of the stack's own in a temporary folder."""
+    stdout, usage goes through a usage journal of the stack's own in a temporary folder. Message
+    batches need `batch_backends` and the settings of its `settings_for`."""
     create_tables(dynamodb, settings.table_names)
     with tempfile.TemporaryDirectory(prefix="parley-usage-") as journal:
         if settings.usage_log != "stdout":
             settings = dataclasses.replace(settings, usage_log=journal)
-        services = Services.build(settings, dynamodb)
+        clients = {"s3": batch_backends.s3, "sqs": batch_backends.sqs} if batch_backends else {}
+        services = Services.build(settings, dynamodb, **clients)
         try:
             for route in routes:
                 services.routes.put(route)

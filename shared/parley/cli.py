@@ -443,9 +443,8 @@ def _routes(args: argparse.Namespace) -> int:
             for r in store.load()
             for w in r.workers
         ]
-        headers = [
-            "MODEL", "ACCOUNT", "ALIASES", "WORKER URL", "WORKER MODEL", "API", "WEIGHT", "MAX OUTPUT", "TOKENS", "BATCHES"
-        ]  # fmt: skip
+        headers = ["MODEL", "ACCOUNT", "ALIASES", "WORKER URL", "WORKER MODEL", "API", "WEIGHT", "MAX OUTPUT", "TOKENS"]
+        headers.append("BATCHES")
         print(_table(rows, headers))
     elif args.routes_command == "remove":
         if not store.remove(args.model, args.account):

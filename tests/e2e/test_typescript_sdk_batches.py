@@ -50,7 +50,9 @@ def respond(body: Any) -> Answer:
 @pytest.fixture(scope="module")
 def batch_parley(dynamodb: Any, batch_store_backends: Any, route: Route) -> Iterator[RunningParley]:
     settings = Settings(**tables_named(NAME), **batch_store_backends.settings_for(NAME))
-    with parley_stack(dynamodb, settings, [route], account="e2e-ts-batches") as running:
+    with parley_stack(
+        dynamodb, settings, [route], account="e2e-ts-batches", batch_backends=batch_store_backends
+    ) as running:
         yield running
 
 

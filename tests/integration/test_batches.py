@@ -59,7 +59,7 @@ def stack(dynamodb: Any, batch_store_backends: Any, worker: FakeWorker) -> Itera
             timeouts=SAFETY_NET,
         ),
     ]
-    with parley_stack(dynamodb, settings, routes, account="batch-acct") as running:
+    with parley_stack(dynamodb, settings, routes, account="batch-acct", batch_backends=batch_store_backends) as running:
         yield running
 
 

@@ -16,6 +16,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from ..core.anthropic_types import CountTokensRequest, MessagesRequest
+from ..core.batches import CUSTOM_ID_PATTERN, MAX_BATCH_REQUESTS
+from .batches import BATCHES_PATH, JSONL
 
 __all__ = ["install_openapi"]
 
@@ -120,6 +122,65 @@ _USAGE_SCHEMA = {
         "data": {"type": "array", "items": {"type": "object"}},
     },
 }
+_BATCH_TIME = {"type": ["string", "null"], "format": "date-time"}
+_MESSAGE_BATCH_SCHEMA = {
+    "type": "object",
+    "required": [
+        "id", "type", "processing_status", "request_counts", "ended_at", "created_at", "expires_at",
+        "archived_at", "cancel_initiated_at", "results_url",
+    ],
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"const": "message_batch"},
+        "processing_status": {"enum": ["in_progress", "canceling", "ended"]},
+        "request_counts": {
+            "type": "object",
+            "required": ["processing", "succeeded", "errored", "canceled", "expired"],
+            "properties": {
+                name: {"type": "integer", "minimum": 0}
+                for name in ("processing", "succeeded", "errored", "canceled", "expired")
+            },
+        },
+        "ended_at": _BATCH_TIME,
+        "created_at": {"type": "string", "format": "date-time"},
+        "expires_at": {"type": "string", "format": "date-time"},
+        "archived_at": _BATCH_TIME,
+        "cancel_initiated_at": _BATCH_TIME,
+        "results_url": {"type": ["string", "null"]},
+    },
+}  # fmt: skip
+_MESSAGE_BATCH_LIST_SCHEMA = {
+    **_MODEL_LIST_SCHEMA,
+    "properties": {
+        **_MODEL_LIST_SCHEMA["properties"],
+        "data": {"type": "array", "items": {"$ref": _REF.format(model="MessageBatch")}},
+    },
+}
+_MESSAGE_BATCH_CREATE_SCHEMA = {
+    "type": "object",
+    "required": ["requests"],
+    "properties": {
+        "requests": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_BATCH_REQUESTS,
+            "items": {
+                "type": "object",
+                "required": ["custom_id", "params"],
+                "properties": {
+                    "custom_id": {"type": "string", "pattern": CUSTOM_ID_PATTERN},
+                    # Judged when the request runs, as a Messages request (its error is its result).
+                    "params": {"type": "object"},
+                },
+            },
+        }
+    },
+}
+_DELETED_MESSAGE_BATCH_SCHEMA = {
+    "type": "object",
+    "required": ["id", "type"],
+    "properties": {"id": {"type": "string"}, "type": {"const": "message_batch_deleted"}},
+}
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -156,6 +217,10 @@ def _describe(schema: dict[str, Any]) -> None:
         ModelInfo=_MODEL_SCHEMA,
         ModelList=_MODEL_LIST_SCHEMA,
         Usage=_USAGE_SCHEMA,
+        MessageBatch=_MESSAGE_BATCH_SCHEMA,
+        MessageBatchList=_MESSAGE_BATCH_LIST_SCHEMA,
+        MessageBatchCreateRequest=_MESSAGE_BATCH_CREATE_SCHEMA,
+        DeletedMessageBatch=_DELETED_MESSAGE_BATCH_SCHEMA,
     )
     for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422, which Parley never sends
         schemas.pop(unused, None)
@@ -221,12 +286,51 @@ def _describe(schema: dict[str, Any]) -> None:
         {"description": "The key's own usage.", "content": _json({"$ref": _REF.format(model="Usage")})},
         ("400", "401", "500"),
     )
+    _describe_batches(paths)
     for path, path_item in paths.items():
         for method, operation in path_item.items():
             name = re.sub(r"\W+", "_", path).strip("_") or "root"
             operation["operationId"] = f"{method}_{name}"
             if path.startswith("/v1/"):
                 operation["security"] = [{"ApiKey": []}, {"Bearer": []}]
+
+
+def _describe_batches(paths: dict[str, Any]) -> None:
+    """The Message Batches API (docs/batches.md). 404: no such batch, or batches are not set up."""
+    batch = {"description": "The batch.", "content": _json({"$ref": _REF.format(model="MessageBatch")})}
+    create = paths[BATCHES_PATH]["post"]
+    create["requestBody"] = {
+        "required": True,
+        "content": _json({"$ref": _REF.format(model="MessageBatchCreateRequest")}),
+    }
+    create["responses"] = _answers(batch, ("400", "401", "404", "413", "500"))
+    listing = paths[BATCHES_PATH]["get"]
+    listing["parameters"] = [
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size (default 20)."),
+        _query("after_id", {"type": "string"}, "The page of batches older than this one."),
+        _query("before_id", {"type": "string"}, "The page of batches newer than this one."),
+    ]
+    listing["responses"] = _answers(
+        {
+            "description": "The account's batches, newest first.",
+            "content": _json({"$ref": _REF.format(model="MessageBatchList")}),
+        },
+        ("400", "401", "404", "500"),
+    )
+    one = f"{BATCHES_PATH}/{{batch_id}}"
+    paths[one]["get"]["responses"] = _answers(batch, ("401", "404", "500"))
+    paths[f"{one}/cancel"]["post"]["responses"] = _answers(batch, ("401", "404", "500"))
+    paths[one]["delete"]["responses"] = _answers(
+        {"description": "The batch is deleted.", "content": _json({"$ref": _REF.format(model="DeletedMessageBatch")})},
+        ("400", "401", "404", "500"),
+    )
+    paths[f"{one}/results"]["get"]["responses"] = _answers(
+        {
+            "description": "One line of JSON per request, in request order: its custom_id and result.",
+            "content": {JSONL: {"schema": {"type": "string"}}},
+        },
+        ("401", "404", "500"),
+    )
 
 
 def install_openapi(app: FastAPI) -> None:
