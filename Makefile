@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SAM_VENV := .venv-sam
 SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PIP="$(CURDIR)/$(BIN)/python -m pip" $(SAM_VENV)/bin/sam
 
-.PHONY: dev test test-real real-servers soak format install check-stack clean bench bench-peer bench-guardrails bench-cache bench-rag
+.PHONY: dev test test-real real-servers soak format install check-stack clean bench bench-peer bench-guardrails bench-cache bench-rag bench-batches
 
 ## make dev: Parley on http://127.0.0.1:8080 with an embedded DynamoDB (DynamoDB Local; prints a dev key)
 dev: $(STAMP) node_modules/.package-lock.json
@@ -87,6 +87,11 @@ bench-cache: $(STAMP) node_modules/.package-lock.json
 ## without an ANN index), the store's search and a request's retrieval at 10k (docs/rag.md)
 bench-rag: $(STAMP)
 	$(BIN)/python -m bench.rag $(BENCH_ARGS)
+
+## make bench-batches: message batches over loopback HTTP (Parley, DynamoDB Local, moto, an instant fake worker):
+## a 1,000-request batch's run and results, and each process's CPU per request, at 16 and 4 batch slots
+bench-batches: $(STAMP) node_modules/.package-lock.json
+	$(BIN)/python -m bench.batches $(BENCH_ARGS)
 
 ## make bench-peer: make bench, plus LiteLLM's proxy (installed in .venv-peer) measured on the same worker
 PEER_VENV := .venv-peer

@@ -3,11 +3,11 @@ in-process (parley.web.batch_runner, docs/batches.md).
 
 No request is started with less than `_SPARE_SECONDS` of the invocation left; a chunk whose
 time ran short, or whose route's slots stayed busy (Settings.batch_slot_patience_seconds), is
-queued again, to go on in another invocation 30 s later instead of paying for one that waits. A chunk that failed (a
-store did not answer, say) is reported as a batch item failure: SQS hands it out again after
-its visibility timeout. Either way only its unfinished requests run again. A chunk that failed
-every delivery reaches the dead-letter queue, which triggers this function too: its unfinished
-requests are errored (`give_up_chunk`), so that the batch ends.
+queued again, to go on in another invocation a minute later instead of paying for one that
+waits. A chunk that failed (a store did not answer, say) is reported as a batch item failure:
+SQS hands it out again after its visibility timeout. Either way only its unfinished requests
+run again. A chunk that failed every delivery reaches the dead-letter queue, which triggers this
+function too: its unfinished requests are errored (`give_up_chunk`), so that the batch ends.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from parley.web.batch_runner import MAX_RECEIVES, BatchRunner
 logger = logging.getLogger("parley.batches")
 
 _SPARE_SECONDS = 660.0  # more than a route's longest buffered call (600 s by default)
-_AGAIN_SECONDS = 30  # a chunk left for later (time ran short, or its route's slots were busy) comes back then
+_AGAIN_SECONDS = 60  # a chunk left for later (time ran short, or its route's slots were busy) comes back then
 _loop = asyncio.new_event_loop()  # one loop for the function's life: the app's clients live on it
 _runner = BatchRunner(app)
 

@@ -43,7 +43,7 @@ class Settings:
     batch_concurrency: int = 16
     batch_attempts: int = 4
     batch_visibility_seconds: int = 60  # a polled chunk comes back this long after its poller died
-    batch_slot_patience_seconds: float = 120.0  # a request waits this long for a slot, then its chunk goes back
+    batch_slot_patience_seconds: float = 30.0  # a request waits this long for a slot, then its chunk goes back
     batch_max_receives: int = 10  # a polled chunk's deliveries before it is given up (AWS: the queue's redrive)
     # How long duplicates of a request whose answer is not kept yet wait for it (docs/cache.md).
     cache_lease_seconds: float = 60.0

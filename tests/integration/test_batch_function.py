@@ -352,7 +352,7 @@ def test_a_message_that_is_not_a_chunk_is_dropped_and_a_chunk_without_requests_i
 def test_a_chunk_with_too_little_time_left_is_queued_again_untouched(
     batch_function, answering_worker, capsys, monkeypatch
 ):
-    monkeypatch.setattr(batch_function.module, "_AGAIN_SECONDS", 2)  # the handler's delay (30 s), shortened
+    monkeypatch.setattr(batch_function.module, "_AGAIN_SECONDS", 2)  # the handler's delay (60 s), shortened
     batch_id = make_batch(batch_function, "late", 5)
     [message] = receive(batch_function, 1)
     capsys.readouterr()

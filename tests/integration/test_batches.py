@@ -42,7 +42,10 @@ SAFETY_NET = Timeouts(connect=5.0, first_byte=20.0, idle=20.0, buffered=20.0)
 @pytest.fixture(scope="module")
 def stack(dynamodb: Any, batch_store_backends: Any, worker: FakeWorker) -> Iterator[RunningParley]:
     settings = Settings(
-        **tables_named(NAME), **batch_store_backends.settings_for(NAME, visibility_seconds=3), batch_max_receives=2
+        **tables_named(NAME),
+        **batch_store_backends.settings_for(NAME, visibility_seconds=3),
+        batch_max_receives=2,
+        batch_slot_patience_seconds=1.0,
     )
     routes = [
         Route(
@@ -331,3 +334,35 @@ def test_a_chunk_that_fails_every_delivery_errors_what_is_left_of_it_and_the_bat
     )
     assert [results[name].message.content[0].text for name in ("a", "b", "c")] == ["answer a", "answer b", "answer c"]
     assert len(worker.requests) == 3, "the requests that had finished did not run again"
+
+
+def test_while_other_instances_hold_every_slot_a_chunk_goes_back_and_runs_once_they_are_free(
+    stack, client, worker, monkeypatch
+):
+    worker.responder = _answer
+    given_back: list[str] = []
+    run_chunk = BatchRunner.run_chunk
+
+    async def watched(self, message, deadline=None):
+        done = await run_chunk(self, message, deadline)
+        if not done:
+            given_back.append(message.batch_id)
+        return done
+
+    monkeypatch.setattr(BatchRunner, "run_chunk", watched)
+    slots = stack.services.batch_slots
+    held = [slots.try_take(MODEL, SLOTS, 600) for _ in range(SLOTS)]  # as other instances' calls would
+    assert all(held) and slots.try_take(MODEL, SLOTS, 600) is None
+    try:
+        batch = client.messages.batches.create(requests=[_request(f"w{n}") for n in range(5)])
+        # The chunk waits a second for a slot, goes back to the queue, comes back 3 s later: twice.
+        deadline = time.monotonic() + 60
+        while given_back.count(batch.id) < 2:
+            assert time.monotonic() < deadline, "the chunk never came back"
+            time.sleep(0.1)
+        assert worker.requests == [] and client.messages.batches.retrieve(batch.id).request_counts.processing == 5
+    finally:
+        for lease in held:
+            slots.give_back(lease)
+    ended = _ended(client, batch.id)
+    assert ended.request_counts.succeeded == 5 and len(worker.requests) == 5

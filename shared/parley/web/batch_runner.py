@@ -222,12 +222,12 @@ class BatchRunner:
         if route.batch_slots == 0:
             message = f"The model {route.model} does not take message batches."
             return "errored", errored_result("invalid_request_error", message, None)
-        patience = time.monotonic() + services.settings.batch_slot_patience_seconds
-        if deadline is not None:
-            patience = min(patience, deadline)
         lease_seconds = route.timeouts.buffered * services.settings.batch_attempts + 60
         contenders = self._contenders.setdefault((route.model, route.batch_slots), asyncio.Semaphore(route.batch_slots))
-        async with contenders:
+        async with contenders:  # waiting here is waiting for this process's own calls: no patience
+            patience = time.monotonic() + services.settings.batch_slot_patience_seconds
+            if deadline is not None:
+                patience = min(patience, deadline)
             wait = _SLOT_WAIT_SECONDS[0]
             while True:
                 lease = await run_in_threadpool(
@@ -368,6 +368,11 @@ def poll_batch_queue(app: Any, loop: asyncio.AbstractEventLoop) -> QueuePoller:
             work = runner.give_up_chunk(message, receives - 1)
             asyncio.run_coroutine_threadsafe(work, loop).result()
             return True
-        return asyncio.run_coroutine_threadsafe(runner.run_chunk(message), loop).result()
+        if asyncio.run_coroutine_threadsafe(runner.run_chunk(message), loop).result():
+            return True
+        # Left for later (its route's slots stayed busy), not failed: a fresh message, as in
+        # Lambda, so that waiting does not count towards giving up.
+        queue.send(message.batch_id, [message.chunk], delay_seconds=min(900, settings.batch_visibility_seconds))
+        return True
 
     return QueuePoller(queue, handle, settings.batch_visibility_seconds).start()
