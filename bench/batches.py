@@ -316,9 +316,7 @@ def report(results: dict[str, Any]) -> str:
     wall.append(("results (all read)", *(f"{runs[n]['results_seconds'] * 1000:.0f} ms" for n in names)))
     wall.append(("polls (GET batch)", *(str(runs[n]["polls"]) for n in names)))
 
-    cpu: list[tuple[str, ...]] = [
-        ("CPU ms per request", *names, *(f"results, {n}" for n in names), "idle, ms/s")
-    ]
+    cpu: list[tuple[str, ...]] = [("CPU ms per request", *names, *(f"results, {n}" for n in names), "idle, ms/s")]
     per = {n: per_request(runs[n], results["idle_cpu_per_second"]) for n in names}
     for process in PROCESSES:
         cpu.append(

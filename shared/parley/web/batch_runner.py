@@ -86,13 +86,21 @@ class _ChunkState:
         self.batch_id = batch_id
         self.record = record
         self.key_hash = key_hash
+        self._read_at = time.monotonic()
 
     async def current(self) -> BatchRecord:
         stored = await run_in_threadpool(self._runner.services.batches.get_any, self.batch_id)
         if stored is None:
             raise _BatchGone(self.batch_id)
-        self.record = stored.record
+        self.record, self._read_at = stored.record, time.monotonic()
         return self.record
+
+    async def recent(self) -> BatchRecord:
+        """The batch as read at most a second ago: enough to skip what is canceled already (the
+        check before each call reads it afresh)."""
+        if time.monotonic() - self._read_at < 1.0:
+            return self.record
+        return await self.current()
 
     async def stopped(self) -> bool:
         """Whether requests not yet sent should not be: canceled, or past its 24 hours."""
@@ -191,7 +199,7 @@ class BatchRunner:
 
     async def _run_request(self, state: _ChunkState, index: int, request: BatchRequest, deadline: float | None) -> bool:
         """Run the request and keep its result; False when it is left for later."""
-        record = await state.current()
+        record = await state.recent()
         refused = batch_params_error(request.params)
         if record.cancel_initiated_at is not None:
             kind, result = "canceled", canceled_result()
