@@ -52,7 +52,7 @@ from parley.local.batch_backends import BatchBackends
 from parley.local.dynamodb_local import DynamoDBLocal, _die_with_parent
 from parley.settings import Settings
 
-from .cache import SMALL_TEXT, WORKER_MODEL, serve_worker
+from .cache import SMALL_TEXT, WORKER_MODEL, _aligned, serve_worker
 
 ACCOUNT = "bench-batches"
 PREFIX = "bench-batches"  # the tables, the bucket and the queue
@@ -285,16 +285,6 @@ def per_request(entry: dict[str, Any], idle: dict[str, float]) -> dict[str, floa
 
 
 # -- the table ------------------------------------------------------------------------------------
-
-
-def _aligned(lines: list[tuple[str, ...]]) -> str:
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    out = []
-    for number, line in enumerate(lines):
-        out.append(" | ".join([line[0].ljust(widths[0])] + [cell.rjust(widths[i]) for i, cell in enumerate(line) if i]))
-        if number == 0:
-            out.append("-+-".join("-" * width for width in widths))
-    return "\n".join(out)
 
 
 def report(results: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .dynamodb_local import _die_with_parent, _free_port
+from .dynamodb_local import _die_with_parent, _free_port, stop_child
 
 __all__ = ["BATCH_BUCKET", "BATCH_QUEUE", "BatchBackends", "BatchBackendsUnavailableError"]
 
@@ -78,12 +78,7 @@ class BatchBackends:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        process.terminate()
-        try:
-            process.wait(seconds)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_child(process, seconds)
 
     def __enter__(self) -> "BatchBackends":
         return self.start() if self.process is None else self

@@ -96,6 +96,16 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def stop_child(process: subprocess.Popen[bytes], seconds: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `seconds`."""
+    process.terminate()
+    try:
+        process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     try:
         import ctypes
@@ -179,12 +189,7 @@ class DynamoDBLocal:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        process.terminate()
-        try:
-            process.wait(seconds)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_child(process, seconds)
         if self.data_dir is None and self.log_path is not None:
             self.log_path.unlink(missing_ok=True)
 
