@@ -37,6 +37,7 @@ __all__ = [
     "batch_backends",
     "dynamodb_client",
     "embedded_dynamodb",
+    "environment",
     "free_port",
     "parley_stack",
     "serve",
@@ -81,11 +82,19 @@ def embedded_dynamodb() -> Iterator[Any]:
 
     The dummy AWS variables are set for the duration and restored afterwards.
     """
-    saved = {name: os.environ.get(name) for name in AWS_ENV}
-    os.environ.update(AWS_ENV)
+    with environment(AWS_ENV), DynamoDBLocal() as server:
+        yield dynamodb_client(server.endpoint_url)
+
+
+@contextmanager
+def environment(values: dict[str, str], removed: tuple[str, ...] = ()) -> Iterator[None]:
+    """`values` set and `removed` unset in os.environ for the duration; what was there restored."""
+    saved = {name: os.environ.get(name) for name in (*values, *removed)}
+    for name in removed:
+        os.environ.pop(name, None)
+    os.environ.update(values)
     try:
-        with DynamoDBLocal() as server:
-            yield dynamodb_client(server.endpoint_url)
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
@@ -96,7 +105,9 @@ def embedded_dynamodb() -> Iterator[Any]:
 
 @dataclass(frozen=True)
 class BatchBackendsForTests:
-    """The embedded S3 and SQS of message batches (moto's server, a child process)."""
+    """The embedded S3 and SQS of message batches (moto's server, a child process): a mock, because
+    S3 and SQS have no engine installable here (local/batch_backends.py says which were tried);
+    the batches' own table is on DynamoDB Local like every other."""
 
     endpoint_url: str
     s3: Any

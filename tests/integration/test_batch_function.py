@@ -14,7 +14,6 @@ import asyncio
 import importlib.util
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,7 +35,7 @@ from parley.io.routes import Route, RouteStore, Timeouts, Worker
 from parley.io.tables import create_tables
 from parley.settings import Settings
 from tests.fakeworker import Answer
-from tests.stack import AWS_ENV, tables_named
+from tests.stack import AWS_ENV, environment, tables_named
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "batchfn"
@@ -66,22 +65,6 @@ class LambdaContext:
 
 
 PLENTY = LambdaContext(remaining_ms=900_000)  # a fresh invocation of the 900 s function
-
-
-@contextmanager
-def environment(values: dict[str, str], removed: tuple[str, ...] = ()) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in (*values, *removed)}
-    for name in removed:
-        os.environ.pop(name, None)
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextmanager

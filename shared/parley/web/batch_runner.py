@@ -134,17 +134,12 @@ class BatchRunner:
         """Run the chunk's unfinished requests; whether the chunk is done (its message may go).
         No request is started after `deadline` (time.monotonic()): those are left for the
         chunk's next delivery."""
-        services = self.services
-        batch_id, chunk = message.batch_id, message.chunk
-        stored = await run_in_threadpool(services.batches.get_any, batch_id)
-        if stored is None or stored.record.ended_at is not None:
+        opened = await self._open(message)
+        if opened is None:
             return True  # deleted, or ended: nothing left to do
-        requests = await run_in_threadpool(services.batch_objects.requests, batch_id, chunk)  # type: ignore[union-attr]
-        indices = range(chunk.first, chunk.first + chunk.count)
-        finished = await run_in_threadpool(services.batches.finished, batch_id, indices)
-        state = _ChunkState(self, batch_id, stored.record, stored.key_hash)
-        lanes = asyncio.Semaphore(max(1, services.settings.batch_concurrency))
-        pending = [(index, requests[index - chunk.first]) for index in indices if index not in finished]
+        state, pending = opened
+        batch_id = message.batch_id
+        lanes = asyncio.Semaphore(max(1, self.services.settings.batch_concurrency))
 
         async def one(index: int, request: BatchRequest) -> bool:
             async with lanes:
@@ -167,25 +162,34 @@ class BatchRunner:
         """A chunk that failed every delivery (`receives` of them; in AWS, what the dead-letter
         queue got): its unfinished requests are errored, so the batch still ends. Its requests
         object must be readable (their custom_ids are in it); if not, the batch is left as it is."""
+        opened = await self._open(message)
+        if opened is None:
+            return
+        state, pending = opened
+        batch_id = message.batch_id
+        reason = f"Parley could not run this request: its part of the batch failed {receives} times."
+        logger.error("batch %s: chunk %s gave up after %s deliveries", batch_id, message.chunk.number, receives)
+        try:
+            for index, request in pending:
+                result = errored_result("api_error", reason, f"{batch_id}-{index}")
+                await self._finish(state, index, request.custom_id, "errored", result)
+        except _BatchGone:
+            return
+        await run_in_threadpool(self._conclude, batch_id)
+
+    async def _open(self, message: ChunkMessage) -> tuple[_ChunkState, list[tuple[int, BatchRequest]]] | None:
+        """The chunk's batch and its unfinished requests (index, request), in order; None when the
+        batch is deleted or has ended."""
         services = self.services
         batch_id, chunk = message.batch_id, message.chunk
         stored = await run_in_threadpool(services.batches.get_any, batch_id)
         if stored is None or stored.record.ended_at is not None:
-            return
+            return None
         requests = await run_in_threadpool(services.batch_objects.requests, batch_id, chunk)  # type: ignore[union-attr]
         indices = range(chunk.first, chunk.first + chunk.count)
         finished = await run_in_threadpool(services.batches.finished, batch_id, indices)
         state = _ChunkState(self, batch_id, stored.record, stored.key_hash)
-        reason = f"Parley could not run this request: its part of the batch failed {receives} times."
-        logger.error("batch %s: chunk %s gave up after %s deliveries", batch_id, chunk.number, receives)
-        try:
-            for index in indices:
-                if index not in finished:
-                    result = errored_result("api_error", reason, f"{batch_id}-{index}")
-                    await self._finish(state, index, requests[index - chunk.first].custom_id, "errored", result)
-        except _BatchGone:
-            return
-        await run_in_threadpool(self._conclude, batch_id)
+        return state, [(index, requests[index - chunk.first]) for index in indices if index not in finished]
 
     def _conclude(self, batch_id: str) -> None:
         """End the batch once every request is counted: its results object first, so that an
